@@ -142,9 +142,17 @@ class LinkedDocument:
 
 @dataclass(frozen=True)
 class StructuredDocuments:
+    """The documents found in an Access Record Structured bundle.
+
+    `warnings` holds the List warning codes the provider attached to the consultation,
+    problem and document lists (`confidential-items`, `data-in-transit`,
+    `data-awaiting-filing`): when present the list of documents may be incomplete.
+    """
+
     documents: tuple[LinkedDocument, ...]
     patient: Patient | None
     trace_id: str
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
