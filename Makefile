@@ -1,0 +1,64 @@
+# Developer commands. Each target installs what it needs first, so on a fresh machine
+# `make demo` or `make test` is the only command to type.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo worker test bench lint fmt check
+
+help:  ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# `pip install --group` needs pip >= 25.1, newer than the one a new venv starts with.
+$(PY_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e . --group dev
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || (apt-get update && apt-get install -y --no-install-recommends nodejs npm)
+	npm ci --no-audit --no-fund
+	touch $@
+
+install: $(PY_STAMP) $(NODE_STAMP)  ## Install Python and npm dependencies (fast when up to date)
+
+demo: export DEMO_MODE = 1
+demo: install  ## Run the app on http://127.0.0.1:8000 with no configuration (demo mode)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+# Demo mode unless the environment says otherwise, so it shares `make demo`'s broker under var/.
+worker: export DEMO_MODE ?= 1
+worker: install  ## Run a Celery worker (Redis with REDIS_URL, else the file broker under var/)
+	$(BIN)/celery -A config worker --loglevel=INFO
+
+test: install  ## Run the whole test suite
+	$(BIN)/pytest
+
+bench: install  ## Run every benchmark in bench/
+	@set -e; found=0; for script in bench/*.py; do \
+		[ -e "$$script" ] || continue; found=1; \
+		echo "== $$script"; $(BIN)/python "$$script"; \
+	done; [ $$found = 1 ] || echo "no benchmarks in bench/"
+
+lint: install  ## Check style: ruff lint and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install  ## Fix style: ruff format and ruff check --fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Django checks run against the production settings; they only need some secret to load.
+check: export SECRET_KEY ?= make-check-not-a-secret
+check: lint  ## lint + mypy + Django system checks + no missing migrations
+	$(BIN)/mypy
+	$(BIN)/python manage.py check
+	$(BIN)/python manage.py makemigrations --check --dry-run

@@ -1,0 +1,294 @@
+"""Settings for the GP Connect document viewer, read from the environment.
+
+Every variable is listed with a safe dummy value in `.env.example`. Defaults are the
+secure ones (DEBUG off, Secure cookies), except in demo mode (`DEMO_MODE=1`, what
+`make demo` sets), which runs on a laptop over plain http with nothing configured.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Return the variable as a boolean; accepts 1/0, true/false, yes/no, on/off."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), not {value!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    """Return the variable as an integer, or `default` when unset or empty."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    """Return a comma-separated variable as a list of non-empty, stripped items."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_secret(name: str, default: str = "") -> str:
+    """Return NAME, or the contents of the file named by NAME_FILE (Docker-style secrets)."""
+    path = os.environ.get(f"{name}_FILE", "").strip()
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(
+                f"{name}_FILE points at {path!r}, which cannot be read: {exc}"
+            ) from None
+    return os.environ.get(name, default)
+
+
+def _demo_secret_key(path: Path) -> str:
+    """Return the per-checkout demo secret, generating it on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f"{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
+        # link() is atomic and never replaces: if two processes race, both read the winner's key.
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+# Local state (SQLite database, embedded Celery broker, demo secret) lives here; git ignores var/.
+VAR_DIR = BASE_DIR / (os.environ.get("VAR_DIR", "").strip() or "var")
+
+# Demo mode: run on a laptop over http with no configuration. Never in production.
+DEMO_MODE = env_bool("DEMO_MODE", False)
+
+# Core
+DEBUG = env_bool("DEBUG", DEMO_MODE)
+SECRET_KEY = env_secret("SECRET_KEY")
+if not SECRET_KEY:
+    if DEMO_MODE:
+        SECRET_KEY = _demo_secret_key(VAR_DIR / "demo-secret-key")
+    elif not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off; see .env.example"
+        )
+    else:
+        # A DEBUG developer machine: a fresh key per process only logs everyone out on restart.
+        SECRET_KEY = secrets.token_urlsafe(50)
+elif SECRET_KEY.startswith("change-me") and not DEBUG:
+    raise ImproperlyConfigured("SECRET_KEY is still the placeholder from .env.example")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "viewer",
+]
+
+MIDDLEWARE = [
+    "viewer.request_id.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "viewer.context_processors.demo_mode",
+            ],
+        },
+    },
+]
+
+# Database: DATABASE_URL (postgres://…) in production and CI; SQLite under VAR_DIR otherwise
+DATABASE_URL = os.environ.get("DATABASE_URL", "").strip()
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    }
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
+    }
+
+# Redis: REDIS_URL backs the cache and Celery; without it, in-process cache and a file broker
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "viewer",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Celery (read by config/celery.py through the CELERY_ namespace)
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_RESULT_BACKEND = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+else:
+    # kombu's filesystem transport: one folder is the queue for producers and the worker
+    # alike, so a laptop needs no broker server. Not for production: it does not scale.
+    # Consumed messages are deleted (store_processed is off), so the folder does not grow.
+    CELERY_DIR = VAR_DIR / "celery"
+    for _folder in ("queue", "control", "results"):
+        (CELERY_DIR / _folder).mkdir(parents=True, exist_ok=True)
+    # The hostname means nothing to this transport; naming one stops kombu warning about it.
+    CELERY_BROKER_URL = "filesystem://localhost/"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_DIR / "queue"),
+        "data_folder_out": str(CELERY_DIR / "queue"),
+        "control_folder": str(CELERY_DIR / "control"),
+    }
+    CELERY_RESULT_BACKEND = f"file://{CELERY_DIR / 'results'}"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
+
+# Sessions and cookies: short idle timeout; Secure cookies unless turned off for http demos
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEMO_MODE)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("SESSION_IDLE_TIMEOUT_MINUTES", 15) * 60
+SESSION_SAVE_EVERY_REQUEST = True  # each request pushes the expiry on: an idle timeout
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# Security headers
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# Authentication
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "viewer:home"
+LOGOUT_REDIRECT_URL = "viewer:home"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Internationalisation: audit times are stored in UTC and shown in UK time
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "Europe/London"
+USE_I18N = True
+USE_TZ = True
+
+# Static files: our own, plus NHS.UK frontend straight from node_modules (npm ci, not git)
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("nhsuk", BASE_DIR / "node_modules" / "nhsuk-frontend" / "dist" / "nhsuk"),
+]
+
+# Logging: one line per record to stdout, with the request id when there is one
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "viewer.request_id.RequestIdLogFilter"}},
+    "formatters": {
+        "line": {
+            "format": "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s",
+        }
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "filters": ["request_id"],
+            "formatter": "line",
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    # Replace Django's own console handlers so every line goes through the one format.
+    "loggers": {
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+    },
+}
+
+# GP Connect: read by viewer.services.gpconnect_client_config() and nowhere else.
+# The defaults point at the local sandbox and use clearly fake test identifiers.
+GPCONNECT_CONSUMER_ASID = os.environ.get("GPCONNECT_CONSUMER_ASID", "999999999999")
+GPCONNECT_CONSUMER_ODS_CODE = os.environ.get("GPCONNECT_CONSUMER_ODS_CODE", "X99999")
+GPCONNECT_CONSUMER_ORG_NAME = os.environ.get(
+    "GPCONNECT_CONSUMER_ORG_NAME", "GP Connect document viewer (test organisation)"
+)
+GPCONNECT_JWT_ISSUER = os.environ.get("GPCONNECT_JWT_ISSUER", "http://127.0.0.1:8000")
+GPCONNECT_SPINE_PROXY_URL = os.environ.get("GPCONNECT_SPINE_PROXY_URL", "").strip() or None
+GPCONNECT_SDS_URL = os.environ.get(
+    "GPCONNECT_SDS_URL", "http://127.0.0.1:8001/spine-directory/FHIR/R4"
+)
+GPCONNECT_SDS_API_KEY = env_secret("GPCONNECT_SDS_API_KEY") or None
+GPCONNECT_PDS_URL = os.environ.get(
+    "GPCONNECT_PDS_URL", "http://127.0.0.1:8001/personal-demographics/FHIR/R4"
+)
+GPCONNECT_PDS_API_KEY = env_secret("GPCONNECT_PDS_API_KEY") or None
+GPCONNECT_TLS_CLIENT_CERT = os.environ.get("GPCONNECT_TLS_CLIENT_CERT", "").strip() or None
+GPCONNECT_TLS_CLIENT_KEY = os.environ.get("GPCONNECT_TLS_CLIENT_KEY", "").strip() or None
+GPCONNECT_TLS_CA_BUNDLE = os.environ.get("GPCONNECT_TLS_CA_BUNDLE", "").strip() or None
+GPCONNECT_CONNECT_TIMEOUT = env_int("GPCONNECT_CONNECT_TIMEOUT", 5)
+GPCONNECT_READ_TIMEOUT = env_int("GPCONNECT_READ_TIMEOUT", 30)
+GPCONNECT_MAX_DOCUMENT_MB = env_int("GPCONNECT_MAX_DOCUMENT_MB", 5)
