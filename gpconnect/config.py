@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .interactions import Capability
+
 
 class ConfigurationError(ValueError):
     """Raised when a configuration value cannot work against a GP Connect provider."""
@@ -72,6 +74,7 @@ class ProviderEndpoint:
     service_root: str
     asid: str
     ods_code: str = ""
+    capability: Capability | None = None  # when set, the client refuses other capabilities' calls
 
     def __post_init__(self) -> None:
         if not self.service_root.startswith(("http://", "https://")):
@@ -80,9 +83,7 @@ class ProviderEndpoint:
             )
         # The specification forbids a trailing slash, and SSP compares prefixes exactly.
         if self.service_root.endswith("/"):
-            raise ConfigurationError(
-                f"Service root {self.service_root!r} must not end with '/'"
-            )
+            raise ConfigurationError(f"Service root {self.service_root!r} must not end with '/'")
         if not self.asid.strip():
             raise ConfigurationError("ProviderEndpoint.asid must not be empty")
 

@@ -7,8 +7,9 @@
     │   │   ├── InvalidNhsNumber        INVALID_NHS_NUMBER
     │   │   └── InvalidDemographics     INVALID_PATIENT_DEMOGRAPHICS
     │   ├── NotFound                    ORGANISATION_NOT_FOUND, PRACTITIONER_NOT_FOUND, other 404
-    │   │   ├── PatientNotFound         PATIENT_NOT_FOUND
-    │   │   └── DocumentNotFound        NO_RECORD_FOUND
+    │   │   ├── PatientNotFound         PATIENT_NOT_FOUND (and a PDS trace that finds nobody)
+    │   │   ├── DocumentNotFound        NO_RECORD_FOUND
+    │   │   └── EndpointNotFound        SDS has no endpoint or ASID for the practice and interaction
     │   ├── Forbidden                   NO_RELATIONSHIP, NO_ORGANISATION_CONSENT, other 401/403
     │   │   ├── AccessDenied            ACCESS DENIED (and ACCESS_DENIED)
     │   │   └── NoPatientConsent        NO_PATIENT_CONSENT
@@ -93,7 +94,9 @@ class BadRequest(ProviderError):
 
 
 class InvalidNhsNumber(BadRequest):
-    default_message = "The GP practice's system says the NHS number is not valid. Check it and try again."
+    default_message = (
+        "The GP practice's system says the NHS number is not valid. Check it and try again."
+    )
 
 
 class InvalidDemographics(BadRequest):
@@ -118,6 +121,13 @@ class DocumentNotFound(NotFound):
     default_message = (
         "The GP practice's system could not find this document. It may have been removed, "
         "or it is too large to retrieve through GP Connect."
+    )
+
+
+class EndpointNotFound(NotFound):
+    default_message = (
+        "This GP practice is not set up to share this information through GP Connect "
+        "(it has no entry in the NHS Spine Directory Service)."
     )
 
 
@@ -158,9 +168,7 @@ class NotSupported(ProviderError):
 
 
 class ProviderInternalError(ProviderError):
-    default_message = (
-        "The GP practice's system had an internal error. Trying again later may work."
-    )
+    default_message = "The GP practice's system had an internal error. Trying again later may work."
     retryable = True
 
 

@@ -7,10 +7,10 @@ provider test pack's JWT factory for scopes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Capability(str, Enum):
+class Capability(StrEnum):
     """Each capability has its own service root in SDS; never reuse one for another."""
 
     DOCUMENTS = "documents"
