@@ -8,7 +8,7 @@ PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo worker test bench lint fmt check
+.PHONY: help install demo sandbox worker test bench lint fmt check
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,10 +29,16 @@ $(NODE_STAMP): package.json package-lock.json
 
 install: $(PY_STAMP) $(NODE_STAMP)  ## Install Python and npm dependencies (fast when up to date)
 
+# The app talks to the sandbox on 127.0.0.1:8001 (the GPCONNECT_* defaults); both stop together.
 demo: export DEMO_MODE = 1
-demo: install  ## Run the app on http://127.0.0.1:8000 with no configuration (demo mode)
+demo: install  ## Run the app on http://127.0.0.1:8000 against the provider sandbox, with no configuration
 	$(BIN)/python manage.py migrate --noinput
+	@trap 'kill 0' EXIT INT TERM; \
+	$(BIN)/python -m gpconnect.sandbox --port 8001 --data-dir var/sandbox --no-stress & \
 	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+sandbox: install  ## Run only the GP Connect provider sandbox on http://127.0.0.1:8001
+	$(BIN)/python -m gpconnect.sandbox --port 8001 --data-dir var/sandbox
 
 # Demo mode unless the environment says otherwise, so it shares `make demo`'s broker under var/.
 worker: export DEMO_MODE ?= 1
