@@ -60,6 +60,7 @@ from .catalogue import (
     Practice,
     SandboxPatient,
 )
+from .checks import date_bounds
 from .documents import parse_nhs_identifier
 from .outcomes import ProviderFault
 from .provider import NO_STORE, ProviderCall, Sandbox, provider_route, read_json_body, searchset
@@ -103,7 +104,6 @@ _ACTOR_REFERENCE = re.compile(rf"^(?P<type>Patient|Location|Practitioner)/(?P<id
 _SEARCH_DATE = re.compile(
     r"^(?P<prefix>[A-Za-z]*)(?P<value>\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}:\d{2}(?:[+-]\d{2}:\d{2}))?)$"
 )
-_APPOINTMENT_DATE = re.compile(r"^(?P<prefix>ge|le)(?P<value>\d{4}-\d{2}-\d{2})$")
 _ETAG = re.compile(r'^(?:W/)?"(?P<version>[^"]+)"$')
 
 
@@ -1525,19 +1525,7 @@ def _appointment_range(pairs: Sequence[tuple[str, str]], today: date) -> tuple[d
         raise ProviderFault(
             "INVALID_PARAMETER", "Send start twice: start=ge{yyyy-mm-dd}&start=le{yyyy-mm-dd}"
         )
-    bounds: dict[str, date] = {}
-    for value in starts:
-        match = _APPOINTMENT_DATE.match(value)
-        if match is None:
-            raise ProviderFault(
-                "INVALID_PARAMETER", f"start={value}: use ge or le and a date (yyyy-mm-dd) only"
-            )
-        if match["prefix"] in bounds:
-            raise ProviderFault("INVALID_PARAMETER", f"start={match['prefix']}… is sent twice")
-        try:
-            bounds[match["prefix"]] = date.fromisoformat(match["value"])
-        except ValueError:
-            raise ProviderFault("INVALID_PARAMETER", f"start={value} is not a real date") from None
+    bounds = date_bounds("start", starts, allow_time=False)
     if bounds["ge"] < today or bounds["le"] < today:
         raise ProviderFault("INVALID_PARAMETER", "The date range must not be in the past")
     if bounds["le"] < bounds["ge"]:

@@ -12,7 +12,8 @@ import binascii
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -36,6 +37,9 @@ REQUIRED_CLAIMS = (
     "requesting_practitioner",
 )
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+_PREFIXED_DATE = re.compile(
+    r"^(?P<prefix>ge|le)(?P<date>\d{4}-\d{2}-\d{2})(?P<time>T[0-9:.+\-Z]+)?$"
+)
 _SCOPE = re.compile(r"^(?P<base>\S+)(?: conf/[NR])?$")
 SSP_HEADERS = ("Ssp-TraceID", "Ssp-From", "Ssp-To", "Ssp-InteractionID")
 
@@ -137,6 +141,33 @@ def check_jwt(
     if "https://fhir.nhs.uk/Id/ods-organization-code" not in organisation_systems:
         raise ProviderFault("BAD_REQUEST", "requesting_organization has no ODS code")
     return claims
+
+
+def date_bounds(parameter: str, values: Iterable[str], *, allow_time: bool) -> dict[str, date]:
+    """Return {"ge": date, "le": date} (either may be absent) from `geYYYY-MM-DD`/`leYYYY-MM-DD`.
+
+    Raise INVALID_PARAMETER for another prefix, a partial date, a time where only a date is
+    allowed, or a prefix given twice.
+    """
+    bounds: dict[str, date] = {}
+    for value in values:
+        match = _PREFIXED_DATE.match(value)
+        if match is None or (match["time"] and not allow_time):
+            shape = "yyyy-mm-dd" + ("[Thh:mm:ss+hh:mm]" if allow_time else " only")
+            raise ProviderFault(
+                "INVALID_PARAMETER", f"{parameter}={value}: use ge or le and a date ({shape})"
+            )
+        if match["prefix"] in bounds:
+            raise ProviderFault(
+                "INVALID_PARAMETER", f"{parameter}={match['prefix']}… is sent twice"
+            )
+        try:
+            bounds[match["prefix"]] = date.fromisoformat(match["date"])
+        except ValueError:
+            raise ProviderFault(
+                "INVALID_PARAMETER", f"{parameter}={value} is not a real date"
+            ) from None
+    return bounds
 
 
 def _decode_part(part: str, name: str) -> Any:

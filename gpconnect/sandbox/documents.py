@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import date
 from html import escape
@@ -18,7 +17,7 @@ from gpconnect.interactions import Interactions
 from gpconnect.nhs_number import is_valid as nhs_number_is_valid
 
 from .catalogue import PATIENTS, SandboxPatient
-from .checks import FHIR_XML
+from .checks import FHIR_XML, date_bounds
 from .outcomes import ProviderFault
 from .provider import (
     FHIR_JSON_UTF8,
@@ -56,7 +55,6 @@ SEARCH_PARAMETERS = {
     "description",
     "_format",
 }
-_DATE = re.compile(r"^(?P<prefix>ge|le)(?P<date>\d{4}-\d{2}-\d{2})(?:T[0-9:.+\-Z]+)?$")
 # Base64 of 3 * 2**18 bytes at a time: whole quanta, so chunks concatenate into valid base64.
 _READ_SIZE = 3 * 256 * 1024
 
@@ -130,21 +128,11 @@ def _check_search_parameters(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         )
     if includes - MANDATORY_INCLUDES:
         raise ProviderFault("INVALID_PARAMETER", "Unsupported _include or _revinclude value")
-    criteria: dict[str, Any] = {}
+    criteria: dict[str, Any] = dict(
+        date_bounds("created", (v for k, v in pairs if k == "created"), allow_time=True)
+    )
     for key, value in pairs:
-        if key == "created":
-            match = _DATE.match(value)
-            if not match:
-                raise ProviderFault(
-                    "INVALID_PARAMETER", f"created={value}: use ge or le and a date"
-                )
-            if match["prefix"] in criteria:
-                raise ProviderFault("INVALID_PARAMETER", f"created={match['prefix']}… given twice")
-            try:
-                criteria[match["prefix"]] = date.fromisoformat(match["date"])
-            except ValueError:
-                raise ProviderFault("INVALID_PARAMETER", f"created={value} is not a date") from None
-        elif key == "author":
+        if key == "author":
             system, _, code = value.partition("|")
             if system != ODS_SYSTEM or not code:
                 raise ProviderFault(

@@ -116,7 +116,13 @@ def _consultation_filter(
 
 
 def _coded_list(
-    list_id: str, code: str, display: str, title: str, entries: list[str], **extra: Any
+    list_id: str,
+    code: str,
+    display: str,
+    title: str,
+    entries: list[str],
+    system: str = SNOMED,
+    **extra: Any,
 ) -> dict[str, Any]:
     return {
         "resourceType": "List",
@@ -125,7 +131,7 @@ def _coded_list(
         "status": "current",
         "mode": "snapshot",
         "title": title,
-        "code": {"coding": [{"system": SNOMED, "code": code, "display": display}]},
+        "code": {"coding": [{"system": system, "code": code, "display": display}]},
         "entry": [{"item": {"reference": reference}} for reference in entries],
         **extra,
     }
@@ -358,25 +364,15 @@ async def get_structured_record(call: ProviderCall) -> Response:
 def _secondary_list(
     list_id: str, title: str, document_ids: list[str], patient_ref: str
 ) -> dict[str, Any]:
-    return {
-        "resourceType": "List",
-        "id": list_id,
-        "meta": {"profile": [PROFILE + "CareConnect-GPC-List-1"]},
-        "status": "current",
-        "mode": "snapshot",
-        "title": title,
-        "code": {
-            "coding": [
-                {
-                    "system": "https://fhir.hl7.org.uk/STU3/CodeSystem/GPConnect-SecondaryListValues-1",
-                    "code": list_id,
-                    "display": title,
-                }
-            ]
-        },
-        "subject": {"reference": patient_ref},
-        "entry": [{"item": {"reference": f"DocumentReference/{d}"}} for d in document_ids],
-    }
+    return _coded_list(
+        list_id,
+        list_id,
+        title,
+        title,
+        [f"DocumentReference/{d}" for d in document_ids],
+        system="https://fhir.hl7.org.uk/STU3/CodeSystem/GPConnect-SecondaryListValues-1",
+        subject={"reference": patient_ref},
+    )
 
 
 async def structured_metadata(call: ProviderCall) -> Response:
