@@ -803,13 +803,6 @@ def _now(call: ProviderCall) -> datetime:
     return datetime.fromtimestamp(call.sandbox.clock(), tz=UTC)
 
 
-def _usual_gp(call: ProviderCall) -> str | None:
-    for practitioner in call.sandbox.record.practitioners:
-        if practitioner.organisation_ods == call.practice.ods:
-            return practitioner.id
-    return None
-
-
 @dataclass(frozen=True)
 class Registered:
     temporary: Registration | None  # None: a regular (GMS) registration
@@ -833,7 +826,7 @@ def _patient_here(
     today = call.sandbox.today()
     registration = registered.temporary
     if registration is None:
-        return patient_resource(patient, call.practice, today=today, usual_gp_id=_usual_gp(call))
+        return patient_resource(patient, call.practice, today=today, usual_gp_id=call.usual_gp_id())
     # PDS's demographics (home address near the patient's own practice), registered here.
     home = PRACTICES_BY_ODS.get(patient.practice_ods, call.practice)
     resource = patient_resource(patient, home, today=today, registration_type="T")

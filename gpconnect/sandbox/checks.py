@@ -38,7 +38,8 @@ REQUIRED_CLAIMS = (
 )
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _PREFIXED_DATE = re.compile(
-    r"^(?P<prefix>ge|le)(?P<date>\d{4}-\d{2}-\d{2})(?P<time>T[0-9:.+\-Z]+)?$"
+    r"^(?P<prefix>ge|le)(?P<date>\d{4}-\d{2}-\d{2})"
+    r"(?P<time>T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2}))?$"
 )
 _SCOPE = re.compile(r"^(?P<base>\S+)(?: conf/[NR])?$")
 SSP_HEADERS = ("Ssp-TraceID", "Ssp-From", "Ssp-To", "Ssp-InteractionID")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .catalogue import PATIENTS_BY_NHS_NUMBER, PRACTICES_BY_ODS, Faults
 from .provider import Sandbox
-from .tls import generate_certificates
+from .tls import certificates_usable, generate_certificates
 
 BINARY_FAULTS = ("stops-half-way", "invalid-base64", "non-json", "slow-drip")
 
@@ -155,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ssl_options: dict[str, object] = {}
     if args.tls:
-        if not (args.cert_dir / "server.pem").exists():
+        # Throw-away certificates live 30 days: make new ones when they are missing or expiring.
+        if not certificates_usable(args.cert_dir):
             generate_certificates(args.cert_dir)
         ssl_options = {
             "ssl_certfile": str(args.cert_dir / "server.pem"),

@@ -1087,11 +1087,15 @@ def generate(data_dir: Path, *, today: date, include_stress: bool = True) -> San
         return _generate_unlocked(data_dir, today, include_stress)
 
 
-def _load(data_dir: Path, include_stress: bool) -> SandboxRecord | None:
+def _load(data_dir: Path, include_stress: bool, today: date) -> SandboxRecord | None:
     """The record from an existing manifest, or None if it cannot be reused."""
     try:
         manifest = json.loads((data_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
         if manifest.get("version") != GENERATOR_VERSION:
+            return None
+        # Dates are relative to the day of generation (a death "10 days ago" and its letters):
+        # a manifest from another day would drift away from what PDS says today.
+        if manifest.get("generated_on") != today.isoformat():
             return None
         if include_stress and not manifest.get("include_stress"):
             return None
@@ -1116,10 +1120,10 @@ def load_or_generate(data_dir: Path, *, today: date, include_stress: bool = True
     """Reuse the manifest in `data_dir` if it is current and its files are all there (same
     generator version, every file present with the right size); otherwise generate.
 
-    A manifest generated on an earlier day is reused: its dates stay where they were.
+    A manifest generated on another day is made again, so every date stays relative to today.
     """
     with _locked(data_dir):
-        record = _load(data_dir, include_stress)
+        record = _load(data_dir, include_stress, today)
         if record is not None:
             return record
         return _generate_unlocked(data_dir, today, include_stress)

@@ -57,6 +57,7 @@ SEARCH_PARAMETERS = {
 }
 # Base64 of 3 * 2**18 bytes at a time: whole quanta, so chunks concatenate into valid base64.
 _READ_SIZE = 3 * 256 * 1024
+SLOW_DRIP_BYTES = 1024
 
 
 def parse_nhs_identifier(query: Iterable[tuple[str, str]]) -> str:
@@ -91,13 +92,6 @@ def _require_documents_enabled(call: ProviderCall) -> None:
         )
 
 
-def _usual_gp(call: ProviderCall) -> str | None:
-    for practitioner in call.sandbox.record.practitioners:
-        if practitioner.organisation_ods == call.practice.ods:
-            return practitioner.id
-    return None
-
-
 async def find_patient(call: ProviderCall) -> Response:
     nhs_number = parse_nhs_identifier(call.request.query_params.multi_items())
     _require_documents_enabled(call)
@@ -107,7 +101,7 @@ async def find_patient(call: ProviderCall) -> Response:
     if patient is not None and call.shares_record_of(patient):
         resources.append(
             patient_resource(
-                patient, call.practice, today=call.sandbox.today(), usual_gp_id=_usual_gp(call)
+                patient, call.practice, today=call.sandbox.today(), usual_gp_id=call.usual_gp_id()
             )
         )
     return call.fhir(searchset(call, resources))
@@ -186,7 +180,7 @@ async def search_documents(call: ProviderCall) -> Response:
     ]
     organisations = {o.ods: o for o in record.organisations}
     practitioners = {p.id: p for p in record.practitioners}
-    usual_gp = _usual_gp(call)
+    usual_gp = call.usual_gp_id()
     resources: list[Mapping[str, Any]] = [
         patient_resource(patient, call.practice, today=call.sandbox.today(), usual_gp_id=usual_gp),
         practice_organisation(call.practice),
@@ -288,21 +282,25 @@ async def retrieve_binary(call: ProviderCall) -> Response:
     async def body() -> AsyncIterator[bytes]:
         yield prefix
         sent = 0
+        # A document that "stops half way" sends whole base64 quanta up to its middle, then
+        # drops the connection, whatever its size.
+        stop_at = (size // 2) // 3 * 3 if fault == "stops-half-way" else None
         with path.open("rb") as handle:
             while chunk := await asyncio.to_thread(handle.read, _READ_SIZE):
+                if stop_at is not None and sent + len(chunk) >= stop_at:
+                    yield base64.b64encode(chunk[: stop_at - sent])
+                    raise ConnectionAbortedError("sandbox fault: Binary stops half way")
                 encoded = base64.b64encode(chunk)
                 if fault == "invalid-base64" and sent == 0:
                     encoded = b"!!!!" + encoded[4:]
                 if fault == "slow-drip":
-                    for start in range(0, len(encoded), 4096):
-                        await asyncio.sleep(0.05)
-                        yield encoded[start : start + 4096]
+                    # About 5 KB a second: a few seconds even for a small letter.
+                    for start in range(0, len(encoded), SLOW_DRIP_BYTES):
+                        await asyncio.sleep(0.2)
+                        yield encoded[start : start + SLOW_DRIP_BYTES]
                 else:
                     yield encoded
                 sent += len(chunk)
-                if fault == "stops-half-way" and sent >= size // 2:
-                    # Dropping the connection mid-body is what a failing provider does.
-                    raise ConnectionAbortedError("sandbox fault: Binary stops half way")
         yield suffix
 
     return StreamingResponse(

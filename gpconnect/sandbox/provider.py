@@ -31,6 +31,7 @@ from gpconnect.interactions import Capability, Interaction
 from .catalogue import (
     DECEASED_ACCESS_DAYS,
     PATIENTS,
+    PATIENTS_BY_NHS_NUMBER,
     PRACTICES_BY_ODS,
     Faults,
     Practice,
@@ -78,14 +79,17 @@ class Sandbox:
         return practice.service_root(self.base_url, capability.value)
 
     def faults_for(self, *keys: str) -> Faults:
-        """Return the first configured faults among the keys, else the patients' own."""
+        """Return the faults configured for the first key that has some, else the patient's own.
+
+        Keys are NHS numbers and ODS codes, most specific first.
+        """
         for key in keys:
             if key in self.faults:
                 return self.faults[key]
         for key in keys:
-            for patient in PATIENTS:
-                if patient.nhs_number == key or patient.logical_id == key:
-                    return patient.faults
+            patient = PATIENTS_BY_NHS_NUMBER.get(key)
+            if patient is not None and patient.faults.any:
+                return patient.faults
         return Faults()
 
 
@@ -107,6 +111,13 @@ class ProviderCall:
 
     def fhir(self, resource: Mapping[str, Any], status: int = 200, **headers: str) -> Response:
         return fhir_response(resource, status, headers, answer_format=self.format)
+
+    def usual_gp_id(self) -> str | None:
+        """Return the practice's first practitioner: the usual GP on every patient it shares."""
+        for practitioner in self.sandbox.record.practitioners:
+            if practitioner.organisation_ods == self.practice.ods:
+                return practitioner.id
+        return None
 
     def patient_for_logical_id(self, logical_id: str) -> SandboxPatient:
         """Return the patient this practice shares under that id, or raise PATIENT_NOT_FOUND."""
@@ -155,8 +166,8 @@ def fhir_xml(resource: Mapping[str, Any]) -> bytes:
     return xml.encode() if isinstance(xml, str) else xml
 
 
-def fault_response(fault: ProviderFault) -> Response:
-    return fhir_response(fault.body(), fault.status)
+def fault_response(fault: ProviderFault, answer_format: str = FHIR_JSON) -> Response:
+    return fhir_response(fault.body(), fault.status, answer_format=answer_format)
 
 
 def provider_route(
@@ -171,11 +182,14 @@ def provider_route(
             return fault_response(
                 ProviderFault("ORGANISATION_NOT_FOUND", "No practice at this address")
             )
+        answer_format = FHIR_JSON
         try:
             response = await _inject_faults(request, sandbox, practice)
             if response is not None:
                 return response
             headers = request.headers
+            # First, so that even the errors below come in the format the consumer reads.
+            answer_format = response_format(headers, request.query_params)
             trace_id = check_ssp_headers(headers, asid=practice.asid, interaction=interaction)
             audience = sandbox.service_root(practice, interaction.capability)
             claims = check_jwt(
@@ -184,7 +198,6 @@ def provider_route(
                 scope=interaction.scope,
                 now=sandbox.clock(),
             )
-            answer_format = response_format(headers, request.query_params)
             if interaction.method in ("POST", "PUT"):
                 check_content_type(headers)
             call = ProviderCall(
@@ -199,23 +212,42 @@ def provider_route(
             return await handler(call)
         except ProviderFault as fault:
             log.info("%s %s -> %s %s", request.method, request.url.path, fault.status, fault)
-            return fault_response(fault)
+            return fault_response(fault, answer_format)
 
     endpoint.__name__ = getattr(handler, "__name__", "provider_endpoint")
     return endpoint
 
 
-async def _inject_faults(request: Request, sandbox: Sandbox, practice: Practice) -> Response | None:
-    path_parts = request.url.path.split("/")
-    keys = [practice.ods]
+async def _fault_keys(request: Request, sandbox: Sandbox, practice: Practice) -> list[str]:
+    """Return what faults may be configured by for this request: the patient first, then the practice."""
+    keys: list[str] = []
     identifier = request.query_params.get("identifier", "")
     if "|" in identifier:
-        keys.insert(0, identifier.split("|", 1)[1])
-    if "Patient" in path_parts:
-        index = path_parts.index("Patient")
-        if index + 1 < len(path_parts) and path_parts[index + 1]:
-            keys.insert(0, path_parts[index + 1])
-    faults = sandbox.faults_for(*keys)
+        keys.append(identifier.split("|", 1)[1])
+    parts = request.url.path.split("/")
+    if "Patient" in parts and parts.index("Patient") + 1 < len(parts):
+        logical_id = parts[parts.index("Patient") + 1]
+        keys.append(logical_id.removeprefix("pat-"))
+    binary_id = request.path_params.get("binary_id")
+    if binary_id:
+        keys.extend(d.patient_nhs for d in sandbox.record.documents if d.id == binary_id)
+    if request.method == "POST" and request.url.path.endswith("$gpc.getstructuredrecord"):
+        # Starlette keeps the body, so the handler can still read it.
+        try:
+            body = json.loads(await request.body())
+            keys.extend(
+                str(p["valueIdentifier"]["value"])
+                for p in body.get("parameter", [])
+                if p.get("name") == "patientNHSNumber"
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass  # the handler answers a malformed body
+    keys.append(practice.ods)
+    return keys
+
+
+async def _inject_faults(request: Request, sandbox: Sandbox, practice: Practice) -> Response | None:
+    faults = sandbox.faults_for(*await _fault_keys(request, sandbox, practice))
     if faults.latency_seconds:
         await asyncio.sleep(faults.latency_seconds)
     if faults.error_rate:

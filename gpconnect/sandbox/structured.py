@@ -45,23 +45,72 @@ ACTUAL_PROBLEM = (
 )
 
 
+# Parts a consumer must not send alongside consultations or problems (SPEC §2).
+NOT_PERMITTED_WITH_CONSULTATIONS = {
+    "medicationSearchFromDate",
+    "uncategorisedDataSearchPeriod",
+    "filterStatus",
+    "referralSearchPeriod",
+    "diaryEntriesSearchDate",
+    "includeNotGiven",
+    "includeStatus",
+}
+NOT_PERMITTED_WITH_PROBLEMS = NOT_PERMITTED_WITH_CONSULTATIONS - {"filterStatus"}
+
+
 def _parameters(body: Any) -> dict[str, dict[str, Any]]:
+    """Return the Parameters by name, refusing anything the operation does not define."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise ProviderFault("INVALID_RESOURCE", "The body must be a Parameters resource")
+    listed = body.get("parameter") or []
+    if not isinstance(listed, list):
+        raise ProviderFault("INVALID_RESOURCE", "Parameters.parameter must be a list")
     parameters: dict[str, dict[str, Any]] = {}
-    for parameter in body.get("parameter") or []:
+    for parameter in listed:
         name = parameter.get("name") if isinstance(parameter, dict) else None
         if name != "patientNHSNumber" and name not in ALLOWED_PARTS:
             raise ProviderFault("INVALID_PARAMETER", f"Unknown parameter {name!r}")
         if name in parameters:
             raise ProviderFault("INVALID_PARAMETER", f"Parameter {name} given twice")
-        for part in parameter.get("part") or []:
+        parts = parameter.get("part") or []
+        if not isinstance(parts, list) or not all(isinstance(part, dict) for part in parts):
+            raise ProviderFault("INVALID_RESOURCE", f"{name}.part must be a list of parameters")
+        for part in parts:
             if part.get("name") not in ALLOWED_PARTS.get(name, set()):
                 raise ProviderFault(
                     "INVALID_PARAMETER", f"Unknown part {part.get('name')!r} of {name}"
                 )
         parameters[name] = parameter
+    sent_parts = {
+        p["name"] for parameter in parameters.values() for p in parameter.get("part") or []
+    }
+    forbidden: set[str] = set()
+    if "includeConsultations" in parameters:
+        forbidden |= NOT_PERMITTED_WITH_CONSULTATIONS
+    if "includeProblems" in parameters:
+        forbidden |= NOT_PERMITTED_WITH_PROBLEMS
+    if sent_parts & forbidden:
+        raise ProviderFault(
+            "INVALID_PARAMETER",
+            f"Not permitted with consultations or problems: {', '.join(sorted(sent_parts & forbidden))}",
+        )
+    if "includeAllergies" in parameters and not any(
+        p.get("name") == "includeResolvedAllergies"
+        for p in parameters["includeAllergies"].get("part") or []
+    ):
+        raise ProviderFault("INVALID_PARAMETER", "includeAllergies needs includeResolvedAllergies")
     return parameters
+
+
+def _problem_status(parameter: dict[str, Any] | None) -> str | None:
+    """Return "active" or "inactive" when the consumer filtered problems by status."""
+    for part in (parameter or {}).get("part") or []:
+        if part.get("name") == "filterStatus":
+            status = part.get("valueCode")
+            if status not in ("active", "inactive"):
+                raise ProviderFault("INVALID_PARAMETER", "filterStatus must be active or inactive")
+            return str(status)
+    return None
 
 
 def _nhs_number(parameters: dict[str, dict[str, Any]]) -> str:
@@ -103,7 +152,7 @@ def _consultation_filter(
         try:
             start = date.fromisoformat(period["start"]) if period.get("start") else None
             end = date.fromisoformat(period["end"]) if period.get("end") else None
-        except ValueError:
+        except (ValueError, TypeError, AttributeError):
             raise ProviderFault(
                 "INVALID_PARAMETER", "consultationSearchPeriod must use whole dates"
             ) from None
@@ -257,8 +306,13 @@ async def get_structured_record(call: ProviderCall) -> Response:
         ]
     if most_recent:
         consultations = consultations[:most_recent]
+    status = _problem_status(parameters.get("includeProblems"))
     problems = (
-        [p for p in record.problems if p.patient_nhs == nhs_number]
+        [
+            p
+            for p in record.problems
+            if p.patient_nhs == nhs_number and (status is None or (status == "active") == p.active)
+        ]
         if "includeProblems" in parameters
         else []
     )
@@ -267,7 +321,7 @@ async def get_structured_record(call: ProviderCall) -> Response:
 
     linked: set[str] = set()
     resources: list[dict[str, Any]] = [
-        patient_resource(patient, call.practice, today=today),
+        patient_resource(patient, call.practice, today=today, usual_gp_id=call.usual_gp_id()),
         practice_organisation(call.practice),
     ]
     for consultation in consultations:
@@ -292,7 +346,11 @@ async def get_structured_record(call: ProviderCall) -> Response:
 
     organisations = {o.ods: o for o in record.organisations}
     practitioners = {p.id: p for p in record.practitioners}
-    wanted_practitioners = {c.practitioner_id for c in consultations}
+    # The usual GP is always in the bundle (SPEC §2), with their role.
+    wanted_practitioners: set[str] = {c.practitioner_id for c in consultations}
+    usual_gp = call.usual_gp_id()
+    if usual_gp:
+        wanted_practitioners.add(usual_gp)
     documents = [d for d in record.documents if d.id in linked and d.patient_nhs == nhs_number]
     for document in documents:
         author = organisations.get(document.author_org_ods or "")
@@ -325,7 +383,7 @@ async def get_structured_record(call: ProviderCall) -> Response:
     if documents and consultations:
         resources.append(
             _secondary_list(
-                "consultations-documents",
+                "consultations-documents-contained-in-consultations",
                 "Consultations - documents contained in consultations",
                 [d.id for d in documents if d.encounter_id],
                 patient_ref,
@@ -340,7 +398,7 @@ async def get_structured_record(call: ProviderCall) -> Response:
         }
         resources.append(
             _secondary_list(
-                "problems-documents",
+                "problems-documents-related-to-problems",
                 "Problems - documents related to problems",
                 sorted(problem_docs),
                 patient_ref,

@@ -104,3 +104,20 @@ def generate_certificates(
     for key_file in (files.server_key, files.client_key):
         key_file.chmod(0o600)
     return files
+
+
+def certificates_usable(
+    directory: Path, *, margin: datetime.timedelta = datetime.timedelta(days=1)
+) -> bool:
+    """Whether `directory` holds all five files and the certificates stay valid past `margin`."""
+    files = [
+        directory / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
+    ]
+    if not all(f.exists() for f in files):
+        return False
+    deadline = datetime.datetime.now(datetime.UTC) + margin
+    for name in ("ca.pem", "server.pem", "client.pem"):
+        certificate = x509.load_pem_x509_certificate((directory / name).read_bytes())
+        if certificate.not_valid_after_utc < deadline:
+            return False
+    return True

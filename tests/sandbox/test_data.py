@@ -508,9 +508,20 @@ def test_load_or_generate_reuses_an_existing_manifest_without_writing_anything(
     data_copy: Path, record: SandboxRecord
 ) -> None:
     before = _mtimes(data_copy)
-    loaded = data.load_or_generate(data_copy, today=TODAY + timedelta(days=3), include_stress=False)
+    loaded = data.load_or_generate(data_copy, today=TODAY, include_stress=False)
     assert loaded == record
     assert _mtimes(data_copy) == before
+
+
+def test_a_manifest_from_another_day_is_made_again_so_dates_stay_relative_to_today(
+    data_copy: Path, record: SandboxRecord
+) -> None:
+    later = data.load_or_generate(data_copy, today=TODAY + timedelta(days=3), include_stress=False)
+    assert later != record
+    assert (
+        json.loads((data_copy / "manifest.json").read_text())["generated_on"]
+        == (TODAY + timedelta(days=3)).isoformat()
+    )
 
 
 def test_load_or_generate_generates_into_an_empty_directory(

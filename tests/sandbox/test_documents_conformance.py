@@ -348,3 +348,89 @@ def test_a_document_asked_for_in_xml_streams_as_a_fhir_xml_binary(http, running_
     root = ElementTree.fromstring(response.content)
     content = root.find("{http://hl7.org/fhir}content").get("value")
     assert hashlib.sha256(base64.b64decode(content)).hexdigest() == document.sha256
+
+
+@pytest.mark.parametrize(
+    ("filters", "check"),
+    [
+        ("&created=le2020-12-31", lambda when: when <= "2020-12-31"),
+        (
+            "&created=ge2019-01-01&created=le2021-12-31",
+            lambda when: "2019-01-01" <= when <= "2021-12-31",
+        ),
+        ("&created=ge2019-01-01T00:00:00%2B00:00", lambda when: when >= "2019-01-01"),
+    ],
+)
+def test_created_bounds_narrow_the_documents_by_date(http, running_sandbox, filters, check):
+    response = search(
+        http, running_sandbox, "A20047", patient("documents").logical_id, INCLUDES + filters
+    )
+    assert response.status_code == 200
+    references = entries(response, "DocumentReference")
+    assert references
+    assert all(check((r.get("created") or r["indexed"])[:10]) for r in references)
+
+
+@pytest.mark.parametrize(
+    "value", ["ge2024-01-01T99", "ge2024-13-01", "ge2024-01-01&created=ge2024-02-01"]
+)
+def test_a_malformed_created_bound_is_an_invalid_parameter(http, running_sandbox, value):
+    response = search(
+        http,
+        running_sandbox,
+        "A20047",
+        patient("documents").logical_id,
+        INCLUDES + "&created=" + value,
+    )
+    assert (response.status_code, spine_code(response)) == (422, "INVALID_PARAMETER")
+
+
+def test_an_error_comes_in_xml_when_xml_was_asked_for(http, running_sandbox):
+    response = search(
+        http,
+        running_sandbox,
+        "A20047",
+        patient("documents").logical_id,
+        "_format=application/fhir%2Bxml",
+    )
+    assert response.status_code == 422
+    assert response.headers["Content-Type"].startswith("application/fhir+xml")
+    assert "<OperationOutcome" in response.text and "INVALID_PARAMETER" in response.text
+
+
+def test_a_patient_registered_only_temporarily_has_no_documents_to_share(http, running_sandbox):
+    someone = patient("not-registered")
+    register = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "registerPatient",
+                "resource": {
+                    "resourceType": "Patient",
+                    "meta": {
+                        "profile": [
+                            "https://fhir.nhs.uk/STU3/StructureDefinition/CareConnect-GPC-Patient-1"
+                        ]
+                    },
+                    "identifier": [{"system": NHS, "value": someone.nhs_number}],
+                    "name": [
+                        {"use": "official", "family": someone.family, "given": list(someone.given)}
+                    ],
+                    "gender": someone.gender,
+                    "birthDate": someone.birth_date.isoformat(),
+                },
+            }
+        ],
+    }
+    registered = http.post(
+        f"{running_sandbox.base_url}/A20047/STU3/1/gpconnect/Patient/$gpc.registerpatient",
+        json=register,
+        headers=gp_headers(running_sandbox.base_url, "A20047", Interactions.PATIENT_REGISTER),
+    )
+    assert registered.status_code in (200, 409)  # 409: an earlier run of this test registered them
+    assert (
+        entries(find(http, running_sandbox, "A20047", identifier(someone.nhs_number)), "Patient")
+        == []
+    )
+    response = search(http, running_sandbox, "A20047", someone.logical_id)
+    assert (response.status_code, spine_code(response)) == (404, "PATIENT_NOT_FOUND")

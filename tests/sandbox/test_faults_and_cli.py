@@ -187,3 +187,123 @@ def test_python_m_gpconnect_sandbox_serves_the_scenarios_on_the_port_it_is_given
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=20)  # reads and closes the pipes
+
+
+@pytest.mark.parametrize("route", ["search", "binary"])
+def test_a_patients_error_rate_reaches_their_document_search_and_documents_too(
+    faulty_sandbox, http, route
+):
+    someone = PATIENTS_BY_SCENARIO["documents"]
+    faulty_sandbox.faults[someone.nhs_number] = Faults(error_rate=1.0)
+    client = documents_client(faulty_sandbox, http)
+    document = next(
+        d for d in faulty_sandbox.record.documents if d.patient_nhs == someone.nhs_number and d.file
+    )
+    with pytest.raises(ProviderUnavailable):
+        if route == "search":
+            client.search_documents(someone.logical_id)
+        else:
+            with client.open_binary(
+                f"{client.endpoint.service_root}/Binary/{document.id}"
+            ) as download:
+                b"".join(download)
+
+
+def test_the_faulty_patients_small_document_really_stops_half_way(faulty_sandbox, http):
+    nhs_number = PATIENTS_BY_SCENARIO["faulty"].nhs_number
+    faulty_sandbox.faults[nhs_number] = Faults()  # no 503s: only the document's own fault
+    document = next(
+        d
+        for d in faulty_sandbox.record.documents
+        if d.patient_nhs == nhs_number and d.fault == "stops-half-way"
+    )
+    client = documents_client(faulty_sandbox, http, ods="C81016")
+    received = 0
+    with (
+        pytest.raises(ProviderUnavailable),
+        client.open_binary(f"{client.endpoint.service_root}/Binary/{document.id}") as d,
+    ):
+        for chunk in d:
+            received += len(chunk)
+    assert received <= document.size // 2
+
+
+def test_a_slow_drip_arrives_in_many_small_pieces(faulty_sandbox, http):
+    nhs_number = PATIENTS_BY_SCENARIO["faulty"].nhs_number
+    faulty_sandbox.faults[nhs_number] = Faults()
+    document = next(
+        d
+        for d in faulty_sandbox.record.documents
+        if d.patient_nhs == nhs_number and d.fault == "slow-drip"
+    )
+    practice = PRACTICES_BY_ODS["C81016"]
+    url = f"{practice.service_root(faulty_sandbox.base_url, 'documents')}/Binary/{document.id}"
+    with http.stream(
+        "GET",
+        url,
+        headers=gp_headers(faulty_sandbox.base_url, "C81016", Interactions.DOCUMENTS_BINARY),
+    ) as r:
+        pieces = [chunk for chunk in r.iter_raw() if chunk]
+    assert len(pieces) >= 3
+
+
+def test_the_sandbox_serves_mutual_tls_from_the_command_line(tmp_path):
+    from gpconnect import ClientConfig, TLSConfig, build_http_client
+
+    certs = tmp_path / "certs"
+    with bound_socket() as sock:
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gpconnect.sandbox",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--no-stress",
+            "--tls",
+            "--cert-dir",
+            str(certs),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    config = ClientConfig(
+        consumer=CONSUMER,
+        tls=TLSConfig(
+            client_cert=str(certs / "client.pem"),
+            client_key=str(certs / "client.key"),
+            ca_bundle=str(certs / "ca.pem"),
+        ),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (certs / "client.key").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with build_http_client(config) as client:
+            while True:
+                try:
+                    response = client.get(f"https://127.0.0.1:{port}/scenarios")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise AssertionError(process.communicate()[1].decode()) from None
+                    time.sleep(0.2)
+        assert response.status_code == 200
+        assert response.json()["practices"][0]["service_roots"]["documents"].startswith(
+            f"https://127.0.0.1:{port}/"
+        )
+        with (
+            build_http_client(
+                ClientConfig(consumer=CONSUMER, tls=TLSConfig(ca_bundle=str(certs / "ca.pem")))
+            ) as bare,
+            pytest.raises(httpx.TransportError),
+        ):
+            bare.get(f"https://127.0.0.1:{port}/scenarios")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=20)
