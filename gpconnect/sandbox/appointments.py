@@ -813,7 +813,7 @@ async def _registration_here(call: ProviderCall, patient: SandboxPatient) -> Reg
     if patient.restricted or patient.deceased_days_ago is not None:
         return None
     if patient.practice_ods == call.practice.ods and patient.registered_at_practice:
-        return Registered(None)
+        return Registered(None) if patient.active else None
     registration = await run_in_threadpool(
         _store(call).registration, call.practice.ods, patient.nhs_number
     )

@@ -108,6 +108,7 @@ class SandboxPatient:
     deceased_days_ago: int | None = None
     consent: bool = True
     registered_at_practice: bool = True  # False: on PDS, but the practice has no record
+    active: bool = True  # False: the practice's record is inactive (e.g. left the practice)
     faults: Faults = field(default_factory=Faults)
 
     @property
@@ -274,6 +275,18 @@ PATIENTS: tuple[SandboxPatient, ...] = (
         prefix="Mr",
         gender="male",
         birth_date=date(1969, 3, 3),
+    ),
+    SandboxPatient(
+        scenario="inactive",
+        description="The practice's record is inactive: found by no search, as for the test pack's patient21.",
+        nhs_number="9990000166",
+        practice_ods="B82617",
+        family="Marsh",
+        given=("Evelyn",),
+        prefix="Mrs",
+        gender="female",
+        birth_date=date(1951, 2, 27),
+        active=False,
     ),
     SandboxPatient(
         scenario="stress",

@@ -130,6 +130,8 @@ class ProviderCall:
         """Whether this practice holds and may share the patient's GMS record (SPEC §1.2/1.3)."""
         if patient.practice_ods != self.practice.ods or not patient.registered_at_practice:
             return False
+        if not patient.active:
+            return False
         if patient.restricted:
             return False
         deceased = patient.deceased_on(self.sandbox.today())

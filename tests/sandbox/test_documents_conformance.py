@@ -63,6 +63,7 @@ def entries(response, resource_type):
         ("deceased-expired", "C81016", 0),
         ("no-consent", "A20047", 1),  # consent is enforced on the document search
         ("not-registered", "A20047", 0),
+        ("inactive", "B82617", 0),
     ],
 )
 def test_finding_a_patient_returns_a_searchset_as_the_test_pack_expects(
@@ -229,6 +230,7 @@ def test_a_document_search_outside_the_specification_is_an_invalid_parameter(
         ("deceased-expired", "C81016", 404, "PATIENT_NOT_FOUND"),
         ("sensitive", "A20047", 404, "PATIENT_NOT_FOUND"),
         ("documents", "B82617", 404, "PATIENT_NOT_FOUND"),  # not registered there
+        ("inactive", "B82617", 404, "PATIENT_NOT_FOUND"),
         ("access-denied", "D99001", 403, "ACCESS DENIED"),
     ],
 )
