@@ -33,6 +33,7 @@ install: $(PY_STAMP) $(NODE_STAMP)  ## Install Python and npm dependencies (fast
 demo: export DEMO_MODE = 1
 demo: install  ## Run the app on http://127.0.0.1:8000 against the provider sandbox, with no configuration
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demo_users
 	@trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/python -m gpconnect.sandbox --port 8001 --data-dir var/sandbox --no-stress & \
 	$(BIN)/python manage.py runserver 127.0.0.1:8000

@@ -187,3 +187,10 @@ def test_a_relative_var_dir_is_inside_the_checkout(tmp_path: Path) -> None:
     result = load_settings(tmp_path, SECRET_KEY="x", VAR_DIR="var")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["DB_NAME"] == str(BASE_DIR / "var" / "db.sqlite3")
+
+
+def test_request_urls_which_carry_nhs_numbers_are_not_logged():
+    import logging
+
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+    assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING

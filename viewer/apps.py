@@ -6,3 +6,7 @@ from django.apps import AppConfig
 class ViewerConfig(AppConfig):
     name = "viewer"
     verbose_name = "GP Connect document viewer"
+
+    def ready(self) -> None:
+        # Connect the auth signal receivers: audit of sign-in/out, the sign-in time stamp.
+        from viewer import audit, middleware  # noqa: F401

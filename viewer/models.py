@@ -1,3 +1,142 @@
-"""The viewer's persistent state. Nothing yet: the audit log arrives with patient search."""
+"""The viewer's persistent state: who a user is to GP Connect, and the audit trail."""
 
 from __future__ import annotations
+
+import uuid
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from gpconnect import nhs_number
+
+
+class UserProfile(models.Model):
+    """What the GP Connect JWT says about the person a request is made for.
+
+    Filled from the smartcard identity (SDS) in production; `demo_users` makes synthetic ones.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
+    )
+    # The JWT's `sub` and practitioner id must be a FHIR id that never changes and reveals
+    # nothing about the person, so neither the username nor the email will do.
+    local_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    sds_user_id = models.CharField(
+        "SDS user id", max_length=20, blank=True, help_text="Blank sends UNK."
+    )
+    sds_role_profile_id = models.CharField(
+        "SDS role profile id", max_length=20, blank=True, help_text="Blank sends UNK."
+    )
+    title = models.CharField("title (prefix)", max_length=40, blank=True)
+    given_names = models.CharField("given name(s)", max_length=150, blank=True)
+    family_name = models.CharField(max_length=150)
+    organisation_ods_code = models.CharField("organisation ODS code", max_length=10)
+    organisation_name = models.CharField(max_length=200)
+
+    class Meta:
+        verbose_name = "user profile"
+
+    def __str__(self) -> str:
+        return " ".join(part for part in (self.title, self.given_names, self.family_name) if part)
+
+
+class AuditAction(models.TextChoices):
+    SEARCH = "search", "Patient search"
+    PDS_TRACE = "pds_trace", "PDS trace"
+    SDS_LOOKUP = "sds_lookup", "SDS lookup"
+    FIND_PATIENT = "find_patient", "Find patient"
+    LIST_DOCUMENTS = "list_documents", "Documents listed"
+    VIEW = "view", "Document viewed"
+    DOWNLOAD = "download", "Document downloaded"
+    PRINT = "print", "Document printed"
+    BATCH_PRINT = "batch_print", "Documents printed together"
+    SEARCH_SLOTS = "search_slots", "Free slots searched"
+    BOOK = "book", "Appointment booked"
+    AMEND = "amend", "Appointment amended"
+    CANCEL = "cancel", "Appointment cancelled"
+    SIGN_IN = "sign_in", "Signed in"
+    SIGN_IN_FAILED = "sign_in_failed", "Sign-in failed"
+    SIGN_OUT = "sign_out", "Signed out"
+    SESSION_EXPIRED = "session_expired", "Session expired"
+    ACCESS_DENIED = "access_denied", "Access denied"
+    AUDIT_SEARCH = "audit_search", "Audit trail searched"
+    AUDIT_EXPORT = "audit_export", "Audit trail exported"
+
+
+class AuditOutcome(models.TextChoices):
+    SUCCESS = "success", "Success"
+    FAILURE = "failure", "Failure"
+    DENIED = "denied", "Denied"
+    UNKNOWN = "unknown", "Unknown"  # e.g. a booking that timed out before the provider answered
+
+
+class AuditEventImmutable(Exception):
+    """Raised on any attempt to change or delete an audit event through the app."""
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    # Bulk operations skip Model.save() and delete(), so they must refuse as well.
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise AuditEventImmutable("Audit events cannot be updated")
+
+    def delete(self) -> NoReturn:
+        raise AuditEventImmutable("Audit events cannot be deleted")
+
+
+class AuditEvent(models.Model):
+    """One row of the append-only audit trail; write it with `viewer.audit.record`.
+
+    The id doubles as the sequence number. Who, role and organisation are copied, so the
+    row says what was true at the time even after the user or profile changes.
+    """
+
+    when = models.DateTimeField(default=timezone.now, db_index=True)
+    # PROTECT: a user with an audit trail cannot be deleted (deactivate them instead).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+    )
+    username = models.CharField(max_length=150, db_index=True)
+    role = models.CharField(max_length=40, blank=True)
+    organisation_ods_code = models.CharField("organisation ODS code", max_length=10, blank=True)
+    nhs_number = models.CharField("NHS number", max_length=10, blank=True, db_index=True)
+    action = models.CharField(max_length=20, choices=AuditAction.choices)
+    outcome = models.CharField(max_length=10, choices=AuditOutcome.choices)
+    document_id = models.CharField(max_length=200, blank=True)
+    context_id = models.CharField("patient context id", max_length=64, blank=True)
+    trace_id = models.CharField("Ssp-TraceID", max_length=64, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    ip_address = models.GenericIPAddressField("IP address", null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    detail = models.TextField(blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-when", "-id"]
+        # Only "view": nobody can even be granted add, change or delete.
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"{self.when:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.outcome}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AuditEventImmutable("Audit events cannot be updated")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AuditEventImmutable("Audit events cannot be deleted")
+
+    @property
+    def nhs_number_display(self) -> str:
+        """Return the NHS number as `999 123 4567`, or as stored if it is not valid."""
+        if nhs_number.is_valid(self.nhs_number):
+            return nhs_number.format(self.nhs_number)
+        return self.nhs_number

@@ -1,14 +1,58 @@
 """The only bridge between Django and the gpconnect library.
 
 Views and tasks call these functions; nothing else reads GP Connect settings or builds
-`gpconnect` objects, so the library stays free of Django.
+`gpconnect` objects, so the library stays free of Django. Every function that touches a
+patient writes an audit event, success or failure.
 """
 
 from __future__ import annotations
 
-from django.conf import settings
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
 
+import httpx
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.sessions.backends.base import SessionBase
+from django.core.cache import cache
+from django.http import Http404
+from django.utils import timezone
+
+from gpconnect import (
+    DocumentSummary,
+    GPConnectClient,
+    GPConnectError,
+    Interactions,
+    PersonalDemographics,
+    ProviderEndpoint,
+    SdsCache,
+    SpineDirectory,
+    build_http_client,
+)
 from gpconnect.config import ClientConfig, Consumer, Timeouts, TLSConfig
+from viewer import audit, roles
+from viewer.context import (
+    Demographics,
+    PatientContext,
+    context_get,
+    context_recent,
+    context_store,
+    demographic_differences,
+    new_context_id,
+)
+from viewer.presenters import DocumentRow, format_label, short_date
+
+PAGE_SIZE = 25
+# How long a practice's document list is reused for sorting, paging and keyword changes.
+DOCUMENT_LIST_CACHE_SECONDS = 180
+SDS_SESSION_KEY = "viewer_sds_cache"
+
+UserLike = AbstractBaseUser | AnonymousUser
 
 
 def gpconnect_client_config() -> ClientConfig:
@@ -31,3 +75,576 @@ def gpconnect_client_config() -> ClientConfig:
             read=float(settings.GPCONNECT_READ_TIMEOUT),
         ),
     )
+
+
+_http: httpx.Client | None = None
+_http_lock = threading.Lock()
+
+
+def http_client() -> httpx.Client:
+    """Return the process's one pooled httpx client, built on first use.
+
+    Building one costs 30–45 ms (its SSL context), and sharing it keeps connections to
+    the Spine alive between requests; httpx clients are safe to share between threads.
+    """
+    global _http
+    if _http is None:
+        with _http_lock:
+            if _http is None:
+                _http = build_http_client(gpconnect_client_config())
+    return _http
+
+
+# Errors ---------------------------------------------------------------------------------
+
+
+class PatientLookupError(Exception):
+    """The search stopped before the documents, for a reason that is not a provider fault.
+
+    It has the attributes of `gpconnect.GPConnectError` that the error panel shows.
+    """
+
+    def __init__(
+        self, message: str, *, reason: str, trace_id: str | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason  # restricted, no_practice or not_registered
+        self.trace_id = trace_id
+        self.retryable = retryable
+
+
+# The specification requires no GP Connect call at all for an S-flagged patient, and the
+# message must not reveal the flag (UX-SECURITY.md §1.5).
+RESTRICTED_MESSAGE = (
+    "This patient's GP record cannot be shown through this service. Contact the patient's "
+    "GP practice directly if you need the information."
+)
+NO_PRACTICE_MESSAGE = (
+    "The Personal Demographics Service (PDS) has no registered GP practice for this "
+    "patient, so there is no GP record to show."
+)
+NOT_REGISTERED_MESSAGE = (
+    "The patient is not registered at their GP practice's system, or their record is not "
+    "available through GP Connect. Contact the practice if you need the information."
+)
+
+
+# Opening a patient ----------------------------------------------------------------------
+
+
+def _spine(session: SessionBase, http: httpx.Client) -> tuple[PersonalDemographics, SpineDirectory]:
+    retry = gpconnect_client_config().retry
+    pds = PersonalDemographics(
+        settings.GPCONNECT_PDS_URL, http=http, api_key=settings.GPCONNECT_PDS_API_KEY, retry=retry
+    )
+    sds = SpineDirectory(
+        settings.GPCONNECT_SDS_URL,
+        http=http,
+        api_key=settings.GPCONNECT_SDS_API_KEY,
+        retry=retry,
+        # SDS answers may be kept for the user's session only (SPEC §4.6).
+        cache=SdsCache.from_dict(session.get(SDS_SESSION_KEY, {})),
+    )
+    return pds, sds
+
+
+def _client(user: UserLike, endpoint: ProviderEndpoint) -> GPConnectClient:
+    return GPConnectClient(
+        gpconnect_client_config(),
+        user=roles.requesting_user(user),
+        endpoint=endpoint,
+        http=http_client(),
+    )
+
+
+def _user_id(user: UserLike) -> int:
+    if user.pk is None:
+        raise PermissionError("patient data needs a signed-in user")
+    return int(user.pk)
+
+
+def patient_open(*, user: UserLike, nhs_number: str, session: SessionBase) -> PatientContext:
+    """Trace the patient, find their practice and their record there; keep the context.
+
+    Raises `PatientLookupError` when the search must stop (restricted patient, no
+    practice, not registered) and `gpconnect.GPConnectError` for Spine or provider faults.
+    Audits "search" either way.
+    """
+    number = "".join(ch for ch in nhs_number if ch.isdigit())
+    trace_ids: list[str] = []
+    try:
+        context = _patient_open(user=user, nhs_number=number, session=session, trace=trace_ids)
+    except (PatientLookupError, GPConnectError) as error:
+        reason = error.reason if isinstance(error, PatientLookupError) else type(error).__name__
+        audit.record(
+            user=user,
+            action="search",
+            # A restricted patient is a refusal by rule; everything else a failure.
+            outcome="denied" if reason == "restricted" else "failure",
+            nhs_number=number,
+            trace_id=error.trace_id or "",
+            detail=_trace_detail(trace_ids, f"{reason}: {error.message}"),
+        )
+        raise
+    audit.record(
+        user=user,
+        action="search",
+        outcome="success",
+        nhs_number=number,
+        context_id=context.id,
+        trace_id=trace_ids[-1] if trace_ids else "",
+        detail=_trace_detail(trace_ids, ""),
+    )
+    return context
+
+
+def _trace_detail(trace_ids: Sequence[str], detail: str) -> str:
+    steps = f"trace IDs (PDS, GP Connect): {', '.join(trace_ids)}" if trace_ids else ""
+    return "; ".join(part for part in (detail, steps) if part)
+
+
+def _patient_open(
+    *, user: UserLike, nhs_number: str, session: SessionBase, trace: list[str]
+) -> PatientContext:
+    http = http_client()
+    pds, sds = _spine(session, http)
+    pds_patient, pds_trace = pds.trace(nhs_number)
+    trace.append(pds_trace)
+    if pds_patient.restricted:
+        raise PatientLookupError(RESTRICTED_MESSAGE, reason="restricted", trace_id=pds_trace)
+    if not pds_patient.registered_practice_ods:
+        raise PatientLookupError(NO_PRACTICE_MESSAGE, reason="no_practice", trace_id=pds_trace)
+
+    try:
+        endpoint = sds.provider_endpoint(
+            pds_patient.registered_practice_ods, Interactions.DOCUMENTS_SEARCH
+        )
+    finally:
+        session[SDS_SESSION_KEY] = sds.cache.to_dict()
+    found = _client(user, endpoint).find_patient(nhs_number)
+    trace.append(found.trace_id)
+    if found.patient is None:
+        raise PatientLookupError(
+            NOT_REGISTERED_MESSAGE, reason="not_registered", trace_id=found.trace_id
+        )
+
+    pds_demographics = Demographics.of(pds_patient)
+    practice_demographics = Demographics.of(found.patient)
+    context = PatientContext(
+        id=new_context_id(),
+        user_id=_user_id(user),
+        nhs_number=nhs_number,
+        practice_ods=endpoint.ods_code,
+        service_root=endpoint.service_root,
+        asid=endpoint.asid,
+        logical_id=found.patient.id,
+        pds=pds_demographics,
+        practice=practice_demographics,
+        differences=tuple(demographic_differences(pds_demographics, practice_demographics)),
+        opened_at=timezone.now(),
+    )
+    context_store(session, context)
+    return context
+
+
+@dataclass(frozen=True)
+class DemoPatient:
+    scenario: str
+    description: str
+    nhs_number: str
+
+
+def demo_patients() -> list[DemoPatient]:
+    """Return the sandbox's patients, one per scenario, in demo mode only (else none)."""
+    if not settings.DEMO_MODE:
+        return []
+    from gpconnect.sandbox.catalogue import PATIENTS  # the sandbox exists only in demos
+
+    return [
+        DemoPatient(p.scenario, p.description, p.nhs_number)
+        for p in PATIENTS
+        if p.scenario != "stress"
+    ]
+
+
+def patient_recent(*, user: UserLike, session: SessionBase) -> list[PatientContext]:
+    """Return the patients this user opened in this session, the most recent first."""
+    return context_recent(session, user_id=_user_id(user))
+
+
+def patient_context_get(*, user: UserLike, context_id: str, session: SessionBase) -> PatientContext:
+    """Return the context only if this user opened it in this session; otherwise 404.
+
+    A miss is audited as "access_denied": it is someone following a link they were not
+    given, or a session that has ended.
+    """
+    context = context_get(session, user_id=_user_id(user), context_id=context_id)
+    if context is None:
+        audit.record(
+            user=user,
+            action="access_denied",
+            outcome="denied",
+            context_id=context_id[:64],
+            detail="patient context not in this user's session",
+        )
+        raise Http404("No such patient in this session")
+    return context
+
+
+# The documents list -----------------------------------------------------------------------
+
+DATE_PRESETS: dict[str, str] = {
+    "all": "All dates",
+    "3m": "Last 3 months",
+    "1y": "Last year",
+    "5y": "Last 5 years",
+    "custom": "Custom range",
+}
+_PRESET_MONTHS = {"3m": 3, "1y": 12, "5y": 60}
+
+SORT_COLUMNS: dict[str, str] = {
+    "created": "Document date",
+    "indexed": "Filed",
+    "type": "Type",
+    "title": "Title",
+    "author": "Author",
+    "format": "Format and size",
+}
+DEFAULT_SORT = ("created", "desc")
+
+
+def months_before(day: date, months: int) -> date:
+    """Return the same day `months` earlier, clamped to the end of a shorter month."""
+    index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(index, 12)
+    month += 1
+    next_month = date(year + month // 12, month % 12 + 1, 1)
+    return date(year, month, min(day.day, (next_month - timedelta(days=1)).day))
+
+
+@dataclass(frozen=True)
+class DocumentFilters:
+    """What the user asked of the list: validated by `forms.DocumentFiltersForm`."""
+
+    preset: str = "all"
+    created_from: date | None = None
+    created_to: date | None = None
+    keyword: str = ""
+    author: str = ""
+    sort: str = DEFAULT_SORT[0]
+    direction: str = DEFAULT_SORT[1]
+    page: int = 1
+
+    def created_range(self, today: date) -> tuple[date | None, date | None]:
+        """Return the created ge/le bounds the provider is sent."""
+        if self.preset in _PRESET_MONTHS:
+            return months_before(today, _PRESET_MONTHS[self.preset]), None
+        if self.preset == "custom":
+            return self.created_from, self.created_to
+        return None, None
+
+    @property
+    def filtered(self) -> bool:
+        return self.preset != "all" or bool(self.keyword) or bool(self.author)
+
+    def description(self, today: date) -> str:
+        """Return the active filters in words ("last year; keyword “letter”"), or ""."""
+        parts = []
+        if self.preset in _PRESET_MONTHS:
+            parts.append(DATE_PRESETS[self.preset].lower())
+        elif self.preset == "custom":
+            start, end = self.created_range(today)
+            if start and end:
+                parts.append(f"from {short_date(start)} to {short_date(end)}")
+            elif start:
+                parts.append(f"from {short_date(start)}")
+            elif end:
+                parts.append(f"up to {short_date(end)}")
+        if self.keyword:
+            parts.append(f"keyword “{self.keyword}”")
+        if self.author:
+            parts.append(f"author organisation {self.author}")
+        return "; ".join(parts)
+
+    def query(self, **changes: Any) -> str:
+        """Return the query string for these filters with `changes`, defaults left out."""
+        values = replace(self, **changes)
+        params: list[tuple[str, str]] = []
+        if values.preset != "all":
+            params.append(("date", values.preset))
+        if values.preset == "custom":
+            if values.created_from:
+                params.append(("from", values.created_from.isoformat()))
+            if values.created_to:
+                params.append(("to", values.created_to.isoformat()))
+        if values.keyword:
+            params.append(("keyword", values.keyword))
+        if values.author:
+            params.append(("author", values.author))
+        if (values.sort, values.direction) != DEFAULT_SORT:
+            params += [("sort", values.sort), ("dir", values.direction)]
+        if values.page != 1:
+            params.append(("page", str(values.page)))
+        return "?" + urlencode(params) if params else "?"
+
+
+@dataclass(frozen=True)
+class SortHeader:
+    key: str
+    label: str
+    aria_sort: str  # "ascending", "descending" or "none"
+    query: str  # the link: this column, the other direction if it is already sorted on
+
+
+@dataclass(frozen=True)
+class PageLink:
+    number: int
+    query: str
+    current: bool
+    gap_before: bool = False  # numbers were skipped before this one (an ellipsis)
+
+
+@dataclass(frozen=True)
+class DocumentsPage:
+    """One page of a patient's documents, ready for the table."""
+
+    rows: list[DocumentRow]
+    total: int
+    page: int
+    pages: int
+    start: int
+    end: int
+    filters: DocumentFilters
+    filter_description: str
+    headers: list[SortHeader]
+    page_links: list[PageLink]
+    previous_query: str | None
+    next_query: str | None
+    author_options: list[tuple[str, str]]
+    has_not_for_patient: bool
+    trace_id: str
+    retrieved_at: datetime
+    clear_query: str = "?"
+    letters_only: bool = False
+
+    @property
+    def sort_description(self) -> str:
+        order = "ascending" if self.filters.direction == "asc" else "descending"
+        return f"{SORT_COLUMNS[self.filters.sort].lower()}, {order}"
+
+    @property
+    def showing(self) -> str:
+        noun = "document" if self.total == 1 else "documents"
+        if self.total == 0:
+            return "Showing 0 documents"
+        return f"Showing {self.start}–{self.end} of {self.total} {noun}"
+
+
+@dataclass(frozen=True)
+class _Search:
+    documents: tuple[DocumentSummary, ...]
+    trace_id: str
+    retrieved_at: datetime
+
+
+def _cache_key(
+    user_id: int, context_id: str, start: date | None, end: date | None, author: str
+) -> str:
+    return f"viewer:documents:{user_id}:{context_id}:{start}:{end}:{author}"
+
+
+def _search(
+    user: UserLike, context: PatientContext, start: date | None, end: date | None, author: str
+) -> tuple[_Search, bool]:
+    """Return the provider's list for the filters it applies, reusing a recent answer."""
+    key = _cache_key(context.user_id, context.id, start, end, author)
+    cached = cache.get(key)
+    if isinstance(cached, _Search):
+        return cached, True
+    endpoint = ProviderEndpoint(
+        service_root=context.service_root,
+        asid=context.asid,
+        ods_code=context.practice_ods,
+        capability=Interactions.DOCUMENTS_SEARCH.capability,
+    )
+    result = _client(user, endpoint).search_documents(
+        context.logical_id, created_from=start, created_to=end, author_ods=author or None
+    )
+    search = _Search(result.documents, result.trace_id, timezone.now())
+    cache.set(key, search, DOCUMENT_LIST_CACHE_SECONDS)
+    return search, False
+
+
+def _sort_key(column: str) -> Callable[[DocumentSummary], Any]:
+    def when(value: datetime | date | None) -> Any:
+        if isinstance(value, datetime):
+            return (value.date(), value.replace(tzinfo=None).time())
+        return (value, datetime.min.time()) if value else None
+
+    keys: dict[str, Callable[[DocumentSummary], Any]] = {
+        "created": lambda d: when(d.created),
+        "indexed": lambda d: when(d.indexed),
+        "type": lambda d: (d.type.display if d.type else "").casefold() or None,
+        "title": lambda d: d.title.casefold() or None,
+        "author": lambda d: (
+            " ".join(filter(None, [d.author_organisation, d.author_practitioner])).casefold()
+            or None
+        ),
+        "format": lambda d: (format_label(d.content_type).casefold(), d.size or 0),
+    }
+    return keys[column]
+
+
+def _sorted(
+    documents: Sequence[DocumentSummary], column: str, direction: str
+) -> list[DocumentSummary]:
+    """Sort on one column; documents without a value come last in either direction."""
+    key = _sort_key(column)
+    present = [d for d in documents if key(d) is not None]
+    missing = [d for d in documents if key(d) is None]
+    # Ties keep the provider's order, then title, so the order is stable across pages.
+    present.sort(key=lambda d: d.title.casefold())
+    present.sort(key=key, reverse=direction == "desc")
+    return present + missing
+
+
+def _is_letter(document: DocumentSummary) -> bool:
+    """Receptionists see letters only (roles.letters_only): by type, else by title."""
+    words = ("letter", "correspondence")
+    text = (document.type.display if document.type else document.title).casefold()
+    return any(word in text for word in words)
+
+
+def _matches(document: DocumentSummary, keyword: str) -> bool:
+    haystack = " ".join(
+        filter(None, [document.title, document.type.display if document.type else ""])
+    ).casefold()
+    return all(word in haystack for word in keyword.casefold().split())
+
+
+def documents_list(
+    *, user: UserLike, context_id: str, session: SessionBase, filters: DocumentFilters
+) -> DocumentsPage:
+    """Return one page of the patient's documents, filtered, sorted and paged here.
+
+    The date range and author organisation go to the provider (`created=ge/le`,
+    `author`); the keyword is matched here over title and type, because providers
+    implement `description` differently (or not at all) and because it lets a keyword
+    change reuse the cached list instead of asking the practice again.
+    """
+    context = patient_context_get(user=user, context_id=context_id, session=session)
+    today = timezone.localdate()
+    start, end = filters.created_range(today)
+    try:
+        search, from_cache = _search(user, context, start, end, filters.author)
+    except GPConnectError as error:
+        audit.record(
+            user=user,
+            action="list_documents",
+            outcome="failure",
+            nhs_number=context.nhs_number,
+            context_id=context.id,
+            trace_id=error.trace_id or "",
+            detail=f"document list: {type(error).__name__}: {error.message}",
+        )
+        raise
+
+    documents = search.documents
+    letters_only = roles.letters_only(user)
+    if letters_only:
+        documents = tuple(d for d in documents if _is_letter(d))
+    has_not_for_patient = any(d.not_for_patient_disclosure for d in documents)
+    if filters.keyword:
+        documents = tuple(d for d in documents if _matches(d, filters.keyword))
+    ordered = _sorted(documents, filters.sort, filters.direction)
+    total = len(ordered)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(filters.page, pages)
+    first = (page - 1) * PAGE_SIZE
+    shown = ordered[first : first + PAGE_SIZE]
+    current = replace(filters, page=page)
+
+    audit.record(
+        user=user,
+        action="list_documents",
+        outcome="success",
+        nhs_number=context.nhs_number,
+        context_id=context.id,
+        trace_id=search.trace_id,
+        detail=(
+            f"document list page {page} of {pages} ({total} documents"
+            f"{'; from a list fetched ' + search.retrieved_at.isoformat() if from_cache else ''})"
+        ),
+    )
+    return DocumentsPage(
+        rows=[DocumentRow.of(d) for d in shown],
+        total=total,
+        page=page,
+        pages=pages,
+        start=first + 1 if total else 0,
+        end=first + len(shown),
+        filters=current,
+        filter_description=current.description(today),
+        headers=_headers(current),
+        page_links=_page_links(current, pages),
+        previous_query=current.query(page=page - 1) if page > 1 else None,
+        next_query=current.query(page=page + 1) if page < pages else None,
+        author_options=_author_options(context, start, end, search, filters.author),
+        has_not_for_patient=has_not_for_patient,
+        letters_only=letters_only,
+        trace_id=search.trace_id,
+        retrieved_at=search.retrieved_at,
+        clear_query=DocumentFilters(sort=current.sort, direction=current.direction).query(),
+    )
+
+
+def _headers(filters: DocumentFilters) -> list[SortHeader]:
+    headers = []
+    for key, label in SORT_COLUMNS.items():
+        if key == filters.sort:
+            aria = "ascending" if filters.direction == "asc" else "descending"
+            flipped = "desc" if filters.direction == "asc" else "asc"
+            query = filters.query(sort=key, direction=flipped, page=1)
+        else:
+            aria = "none"
+            # Dates read newest first; words A to Z.
+            first = "desc" if key in ("created", "indexed") else "asc"
+            query = filters.query(sort=key, direction=first, page=1)
+        headers.append(SortHeader(key, label, aria, query))
+    return headers
+
+
+def _page_links(filters: DocumentFilters, pages: int) -> list[PageLink]:
+    """Link the first and last pages and two either side of this one; mark the gaps."""
+    if pages <= 1:
+        return []
+    page = filters.page
+    wanted = sorted(n for n in {1, pages, *range(page - 2, page + 3)} if 1 <= n <= pages)
+    return [
+        PageLink(n, filters.query(page=n), n == page, gap_before=i > 0 and n - wanted[i - 1] > 1)
+        for i, n in enumerate(wanted)
+    ]
+
+
+def _author_options(
+    context: PatientContext,
+    start: date | None,
+    end: date | None,
+    search: _Search,
+    author: str,
+) -> list[tuple[str, str]]:
+    """Return (ODS, name) of the authoring organisations, from the unfiltered list if known."""
+    documents = search.documents
+    if author:
+        unfiltered = cache.get(_cache_key(context.user_id, context.id, start, end, ""))
+        if isinstance(unfiltered, _Search):
+            documents = unfiltered.documents
+    options = {
+        d.author_organisation_ods: d.author_organisation or d.author_organisation_ods
+        for d in documents
+        if d.author_organisation_ods
+    }
+    if author and author not in options:
+        options[author] = author
+    return sorted(options.items(), key=lambda item: item[1].casefold())

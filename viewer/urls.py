@@ -3,10 +3,18 @@ from __future__ import annotations
 from django.urls import path
 
 from viewer import views
+from viewer.audit_views import audit_export, audit_search
 
 app_name = "viewer"
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("patients/<slug:context_id>/", views.patient, name="patient"),
+]
+
+# The auditor pages.
+urlpatterns += [
+    path("audit/", audit_search, name="audit"),
+    path("audit/export.csv", audit_export, name="audit_export"),
 ]

@@ -1,16 +1,94 @@
 from __future__ import annotations
 
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
 
-from viewer import health
+from gpconnect import GPConnectError
+from viewer import health, services
+from viewer.forms import DocumentFiltersForm, NhsNumberForm
+from viewer.presenters import ErrorPanel, PatientBanner
+from viewer.roles import can, require_role
+
+
+def _is_htmx(request: HttpRequest) -> bool:
+    return bool(getattr(request, "htmx", False))
+
+
+@require_http_methods(["GET", "POST"])
+@never_cache
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    # Every signed-in user lands here; only those who may search get the form.
+    searcher = can(request.user, "search")
+    if request.method == "POST" and not searcher:
+        raise PermissionDenied
+    form = NhsNumberForm(request.POST if request.method == "POST" else None)
+    error: services.PatientLookupError | GPConnectError | None = None
+    if searcher and form.is_valid():
+        try:
+            context = services.patient_open(
+                user=request.user,
+                nhs_number=form.cleaned_data["nhs_number"],
+                session=request.session,
+            )
+        except (services.PatientLookupError, GPConnectError) as exc:
+            error = exc
+        else:
+            # POST, then redirect to an opaque URL: the NHS number never enters a URL.
+            return redirect("viewer:patient", context_id=context.id)
+    recent = services.patient_recent(user=request.user, session=request.session) if searcher else []
+    return render(
+        request,
+        "viewer/home.html",
+        {
+            "searcher": searcher,
+            "form": form,
+            "error": ErrorPanel.of(error) if error else None,
+            "recent": recent,
+            "demo_patients": services.demo_patients() if searcher else [],
+        },
+    )
 
 
 @require_GET
-def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "viewer/home.html")
+@never_cache
+@vary_on_headers("HX-Request")
+@login_required
+@require_role("Clinician", "Receptionist")
+def patient(request: HttpRequest, context_id: str) -> HttpResponse:
+    context = services.patient_context_get(
+        user=request.user, context_id=context_id, session=request.session
+    )
+    form = DocumentFiltersForm(request.GET)
+    page, error = None, None
+    if form.is_valid():
+        try:
+            page = services.documents_list(
+                user=request.user,
+                context_id=context.id,
+                session=request.session,
+                filters=form.filters(),
+            )
+        except GPConnectError as exc:
+            error = exc
+    template = "viewer/patient.html#documents" if _is_htmx(request) else "viewer/patient.html"
+    return render(
+        request,
+        template,
+        {
+            "context": context,
+            "banner": PatientBanner.of(context, today=timezone.localdate()),
+            "form": form,
+            "page": page,
+            "error": ErrorPanel.of(error) if error else None,
+        },
+    )
 
 
 @require_GET

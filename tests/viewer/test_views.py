@@ -8,8 +8,15 @@ from django.urls import reverse
 pytestmark = pytest.mark.django_db
 
 
-def test_the_home_page_renders_for_an_anonymous_user(client: Client) -> None:
+def test_the_home_page_sends_an_anonymous_user_to_sign_in(client: Client) -> None:
     response = client.get(reverse("viewer:home"))
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/"
+
+
+def test_the_base_page_renders_for_an_anonymous_user(client: Client) -> None:
+    # The sign-in page is the one page an anonymous user sees; it extends base.html.
+    response = client.get(reverse("login"))
     assert response.status_code == 200
     html = response.content.decode()
     assert "GP Connect document viewer" in html
@@ -18,8 +25,8 @@ def test_the_home_page_renders_for_an_anonymous_user(client: Client) -> None:
     assert 'href="#maincontent"' in html
 
 
-def test_the_home_page_loads_htmx_from_our_own_static_files(client: Client) -> None:
-    html = client.get(reverse("viewer:home")).content.decode()
+def test_the_base_page_loads_htmx_from_our_own_static_files(client: Client) -> None:
+    html = client.get(reverse("login")).content.decode()
     assert '<script src="/static/django_htmx/htmx-2.min.js"' in html
     assert finders.find("django_htmx/htmx-2.min.js")
 
@@ -31,12 +38,12 @@ def test_the_nhs_frontend_assets_are_served_from_node_modules() -> None:
 
 
 def test_every_htmx_request_from_the_page_carries_the_csrf_token(client: Client) -> None:
-    html = client.get(reverse("viewer:home")).content.decode()
+    html = client.get(reverse("login")).content.decode()
     assert """<body hx-headers='{"x-csrftoken": \"""" in html
 
 
 def test_responses_carry_the_security_headers_and_a_request_id(client: Client) -> None:
-    response = client.get(reverse("viewer:home"))
+    response = client.get(reverse("login"))
     assert response["X-Frame-Options"] == "DENY"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Referrer-Policy"] == "same-origin"

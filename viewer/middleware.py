@@ -1,0 +1,56 @@
+"""The absolute session time-out: sign a user out N hours after they signed in.
+
+The idle time-out needs no code: SESSION_COOKIE_AGE with SESSION_SAVE_EVERY_REQUEST moves
+the server-side expiry on at each request, so a session left alone expires. This one
+holds however active the user is (ASVS V7.3.2).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import logout
+from django.contrib.auth.models import User
+from django.contrib.auth.signals import user_logged_in
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
+
+from viewer import audit
+from viewer.models import AuditAction, AuditOutcome
+
+SIGNED_IN_AT = "viewer_signed_in_at"
+
+
+@receiver(user_logged_in, dispatch_uid="viewer.middleware.stamp_sign_in")
+def _stamp_sign_in(sender: Any, request: HttpRequest | None, user: User, **kwargs: Any) -> None:
+    # login() has already given the session a new key, so the stamp belongs to this sign-in.
+    if request is not None and hasattr(request, "session"):
+        request.session[SIGNED_IN_AT] = time.time()
+
+
+class AbsoluteSessionTimeoutMiddleware:
+    """Sign the user out once the session is older than SESSION_ABSOLUTE_TIMEOUT_HOURS."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.user.is_authenticated:
+            signed_in_at = request.session.get(SIGNED_IN_AT)
+            limit = settings.SESSION_ABSOLUTE_TIMEOUT_HOURS * 3600
+            if not isinstance(signed_in_at, int | float):
+                # A session from before this middleware: its clock starts now.
+                request.session[SIGNED_IN_AT] = time.time()
+            elif time.time() - signed_in_at > limit:
+                audit.record(
+                    user=request.user,
+                    action=AuditAction.SESSION_EXPIRED,
+                    outcome=AuditOutcome.SUCCESS,
+                    detail=f"Signed out: {settings.SESSION_ABSOLUTE_TIMEOUT_HOURS} hours after sign-in",
+                    request=request,
+                )
+                logout(request)
+        return self.get_response(request)
