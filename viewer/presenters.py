@@ -94,9 +94,10 @@ class DocumentRow:
     unavailable_reason: str
     too_large: bool
     not_for_patient: bool
+    key: str = ""  # the opaque id in the document page's URL (services.document_key)
 
     @classmethod
-    def of(cls, document: DocumentSummary) -> DocumentRow:
+    def of(cls, document: DocumentSummary, *, key: str = "") -> DocumentRow:
         created, indexed = as_date(document.created), as_date(document.indexed)
         too_large = document.size is not None and document.size > MAX_DOCUMENT_BYTES
         return cls(
@@ -117,7 +118,72 @@ class DocumentRow:
             or ("Over 5 MB: too large to retrieve through GP Connect." if too_large else ""),
             too_large=too_large,
             not_for_patient=document.not_for_patient_disclosure,
+            key=key,
         )
+
+
+@dataclass(frozen=True)
+class DocumentDetails:
+    """One document's metadata for the document page's summary list: every value a string."""
+
+    id: str
+    title: str
+    type: str
+    created: str
+    created_iso: str
+    indexed: str
+    indexed_iso: str
+    author_organisation: str
+    author_practitioner: str
+    custodian: str
+    origin: str
+    format: str
+    content_type: str
+    size: str
+    identifier: str
+    unavailable_reason: str
+    not_for_patient: bool
+    linked_to_consultation: bool
+    key: str = ""
+
+    @classmethod
+    def of(cls, document: DocumentSummary, *, key: str = "") -> DocumentDetails:
+        created, indexed = as_date(document.created), as_date(document.indexed)
+        author = _with_ods(document.author_organisation, document.author_organisation_ods)
+        if document.internal is True:
+            origin = "Created by this practice"
+        elif document.internal is False:
+            origin = f"Received from {document.author_organisation or 'another organisation'}"
+        else:
+            origin = ""
+        return cls(
+            id=document.id,
+            title=document.title or "Untitled document",
+            type=document.type.display if document.type else "",
+            created=short_date(created),
+            created_iso=created.isoformat() if created else "",
+            indexed=short_date(indexed),
+            indexed_iso=indexed.isoformat() if indexed else "",
+            author_organisation=author,
+            author_practitioner=document.author_practitioner or "",
+            custodian=_with_ods(document.custodian, document.custodian_ods),
+            origin=origin,
+            format=format_label(document.content_type),
+            content_type=document.content_type,
+            size=file_size(document.size),
+            identifier=document.identifier or "",
+            unavailable_reason=document.unavailable_reason or "",
+            not_for_patient=document.not_for_patient_disclosure,
+            linked_to_consultation=document.encounter_reference is not None,
+            key=key,
+        )
+
+
+def _with_ods(name: str | None, ods: str | None) -> str:
+    """Return "Leeds Teaching Hospitals (RR8)", or whichever part is known."""
+    if name and ods:
+        return f"{name} ({ods})"
+    return name or ods or ""
 
 
 @dataclass(frozen=True)
@@ -170,6 +236,8 @@ _ERROR_TITLES: tuple[tuple[type[Exception], str], ...] = (
 )
 
 _LOOKUP_TITLES = {
+    "placeholder": "This document cannot be retrieved",
+    "too_large": "This document is too large to retrieve",
     "restricted": "This patient's record cannot be shown",
     "no_practice": "The patient has no registered GP practice",
     "not_registered": "The patient's record is not available at their GP practice",

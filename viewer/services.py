@@ -7,9 +7,14 @@ patient writes an audit event, success or failure.
 
 from __future__ import annotations
 
+import logging
 import math
+import mimetypes
+import re
 import threading
-from collections.abc import Callable, Sequence
+import unicodedata
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -20,8 +25,11 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
+from django.utils.html import strip_tags
 
 from gpconnect import (
     DocumentSummary,
@@ -45,12 +53,21 @@ from viewer.context import (
     demographic_differences,
     new_context_id,
 )
-from viewer.presenters import DocumentRow, format_label, short_date
+from viewer.presenters import (
+    DocumentDetails,
+    DocumentRow,
+    as_date,
+    file_size,
+    format_label,
+    short_date,
+)
 
 PAGE_SIZE = 25
 # How long a practice's document list is reused for sorting, paging and keyword changes.
 DOCUMENT_LIST_CACHE_SECONDS = 180
 SDS_SESSION_KEY = "viewer_sds_cache"
+
+logger = logging.getLogger(__name__)
 
 UserLike = AbstractBaseUser | AnonymousUser
 
@@ -462,13 +479,7 @@ def _search(
     cached = cache.get(key)
     if isinstance(cached, _Search):
         return cached, True
-    endpoint = ProviderEndpoint(
-        service_root=context.service_root,
-        asid=context.asid,
-        ods_code=context.practice_ods,
-        capability=Interactions.DOCUMENTS_SEARCH.capability,
-    )
-    result = _client(user, endpoint).search_documents(
+    result = _client(user, _documents_endpoint(context)).search_documents(
         context.logical_id, created_from=start, created_to=end, author_ods=author or None
     )
     search = _Search(result.documents, result.trace_id, timezone.now())
@@ -578,7 +589,7 @@ def documents_list(
         ),
     )
     return DocumentsPage(
-        rows=[DocumentRow.of(d) for d in shown],
+        rows=[DocumentRow.of(d, key=document_key(context.id, d.id)) for d in shown],
         total=total,
         page=page,
         pages=pages,
@@ -648,3 +659,350 @@ def _author_options(
     if author and author not in options:
         options[author] = author
     return sorted(options.items(), key=lambda item: item[1].casefold())
+
+
+# One document: its page and its bytes ------------------------------------------------------
+
+# What a browser may show inline, with a CSP sandbox: never HTML, SVG or XML (UX-SECURITY §3).
+PREVIEWABLE_TYPES: dict[str, str] = {
+    "application/pdf": "pdf",
+    "image/png": "image",
+    "image/jpeg": "image",
+    "image/gif": "image",
+    "text/plain": "text",
+}
+
+_EXTENSIONS: dict[str, str] = {
+    "application/pdf": ".pdf",
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/tiff": ".tif",
+    "image/bmp": ".bmp",
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "text/rtf": ".rtf",
+    "application/rtf": ".rtf",
+    "text/richtext": ".rtx",
+    "application/msword": ".doc",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+    "application/xml": ".xml",
+    "text/xml": ".xml",
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/x-au": ".au",
+    "audio/basic": ".au",
+    "video/mpeg": ".mpg",
+    "application/octet-stream": ".bin",
+}
+
+FILENAME_STEM_LIMIT = 100
+# `type/subtype` only: anything else from the provider is served as opaque bytes.
+_MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+# Path separators, quotes and the characters Windows forbids in file names.
+_UNSAFE_FILENAME = re.compile(r"[\\/:*?\"'`<>|]")
+
+PLACEHOLDER_MESSAGE = (
+    "The GP practice has listed this document but cannot send it through GP Connect. "
+    "Contact the practice if you need it."
+)
+
+
+class DocumentUnavailable(Exception):
+    """The document is listed but will not be fetched: a placeholder or over the size limit.
+
+    It has the attributes of `gpconnect.GPConnectError` that the error panel shows.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason  # placeholder or too_large
+        self.trace_id: str | None = None
+        self.retryable = False
+
+
+@dataclass(frozen=True)
+class DocumentView:
+    """What the document page shows: the metadata, and what may be done with the bytes."""
+
+    context: PatientContext
+    details: DocumentDetails
+    retrievable: bool  # the provider gave a URL (not a placeholder)
+    too_large: bool  # over GPCONNECT_MAX_DOCUMENT_MB: never fetched
+    preview: str  # "pdf", "image", "text" or "" (no inline preview)
+    not_for_patient: bool
+    can_download: bool
+    max_document_mb: int
+
+    @property
+    def fetchable(self) -> bool:
+        return self.retrievable and not self.too_large
+
+
+class DocumentStream:
+    """An open retrieval: iterate it once for the bytes; `close()` ends it early.
+
+    Django's StreamingHttpResponse calls `close()` when the response is finished or
+    abandoned, so the provider's connection is released either way.
+    """
+
+    def __init__(
+        self, *, content_type: str, filename: str, size: int | None, chunks: Iterator[bytes]
+    ) -> None:
+        self.content_type = content_type
+        self.filename = filename
+        self.size = size
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def max_document_bytes() -> int:
+    return int(settings.GPCONNECT_MAX_DOCUMENT_MB) * 1024 * 1024
+
+
+def base_content_type(content_type: str) -> str:
+    """Return `type/subtype` in lower case, or application/octet-stream if malformed."""
+    base = content_type.split(";")[0].strip().lower()
+    return base if _MIME_TYPE.match(base) else "application/octet-stream"
+
+
+def preview_kind(content_type: str) -> str:
+    return PREVIEWABLE_TYPES.get(base_content_type(content_type), "")
+
+
+def document_filename(document: DocumentSummary) -> str:
+    """Return `YYYY-MM-DD <title or type>.<ext>`, safe to offer as a file name anywhere."""
+    text = strip_tags(document.title or "") or (document.type.display if document.type else "")
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
+    text = _UNSAFE_FILENAME.sub(" ", text)
+    text = re.sub(r"\.{2,}", ".", text)
+    text = " ".join(text.split()).strip(" .")[:FILENAME_STEM_LIMIT].strip(" .") or "document"
+    day = as_date(document.created or document.indexed)
+    stem = f"{day.isoformat()} {text}" if day else text
+    content_type = base_content_type(document.content_type)
+    extension = _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
+    return stem + extension
+
+
+def document_key(context_id: str, document_id: str) -> str:
+    """Return the opaque id a document has in URLs within one patient context.
+
+    Providers' document ids can contain the NHS number (and URLs reach browser history
+    and logs), so URLs carry this keyed hash instead; it means nothing outside the context.
+    """
+    return salted_hmac("viewer.document", f"{context_id}:{document_id}").hexdigest()[:32]
+
+
+def _documents_endpoint(context: PatientContext) -> ProviderEndpoint:
+    return ProviderEndpoint(
+        service_root=context.service_root,
+        asid=context.asid,
+        ods_code=context.practice_ods,
+        capability=Interactions.DOCUMENTS_SEARCH.capability,
+    )
+
+
+def _document_of(
+    *, user: UserLike, context_id: str, document_id: str, session: SessionBase
+) -> tuple[PatientContext, DocumentSummary]:
+    """Return the document only if it is in this user's patient context; otherwise 404.
+
+    `document_id` is the opaque id from the URL (`document_key`), not the provider's.
+
+    The list is the context's unfiltered one (cached for sorting and paging); a document
+    not in it, or one a receptionist may not see, is audited as "access_denied".
+    """
+    context = patient_context_get(user=user, context_id=context_id, session=session)
+    search, _ = _search(user, context, None, None, "")
+    document = next(
+        (d for d in search.documents if document_key(context.id, d.id) == document_id), None
+    )
+    if document is None or (roles.letters_only(user) and not _is_letter(document)):
+        audit.record(
+            user=user,
+            action="access_denied",
+            outcome="denied",
+            nhs_number=context.nhs_number,
+            context_id=context.id,
+            document_id=document_id[:200],
+            trace_id=search.trace_id,
+            detail="document not in this patient context's list for this user",
+        )
+        raise Http404("No such document for this patient")
+    return context, document
+
+
+def document_get(
+    *, user: UserLike, context_id: str, document_id: str, session: SessionBase
+) -> DocumentView:
+    """Return one document's metadata and what may be done with it; audits "view".
+
+    Raises Http404 for a document outside this user's patient context, and
+    `gpconnect.GPConnectError` if the practice's list cannot be fetched.
+    """
+    context, document = _document_of(
+        user=user, context_id=context_id, document_id=document_id, session=session
+    )
+    too_large = document.size is not None and document.size > max_document_bytes()
+    audit.record(
+        user=user,
+        action="view",
+        outcome="success",
+        nhs_number=context.nhs_number,
+        context_id=context.id,
+        document_id=document.id,
+        detail="document page (metadata)",
+    )
+    return DocumentView(
+        context=context,
+        details=DocumentDetails.of(document, key=document_key(context.id, document.id)),
+        retrievable=document.retrievable,
+        too_large=too_large,
+        preview=preview_kind(document.content_type),
+        not_for_patient=document.not_for_patient_disclosure,
+        can_download=roles.can(user, "download"),
+        max_document_mb=int(settings.GPCONNECT_MAX_DOCUMENT_MB),
+    )
+
+
+def document_stream(
+    *,
+    user: UserLike,
+    context_id: str,
+    document_id: str,
+    session: SessionBase,
+    inline: bool = False,
+) -> DocumentStream:
+    """Open the document at the practice and return its bytes as a stream.
+
+    `inline` is the preview: only PREVIEWABLE_TYPES (else Http404), audited as "view";
+    otherwise a download, which the user's role must allow, audited as "download".
+    Placeholders and documents over the size limit are never fetched
+    (`DocumentUnavailable`). A provider failure before the first byte raises its
+    `GPConnectError`; one part way through is logged, audited and re-raised from the
+    iteration, so the browser sees a failed download rather than a short file.
+    """
+    context, document = _document_of(
+        user=user, context_id=context_id, document_id=document_id, session=session
+    )
+    action = "view" if inline else "download"
+    what = "preview" if inline else "download"
+
+    def note(outcome: str, detail: str, trace_id: str = "") -> None:
+        audit.record(
+            user=user,
+            action=action,
+            outcome=outcome,
+            nhs_number=context.nhs_number,
+            context_id=context.id,
+            document_id=document.id,
+            trace_id=trace_id,
+            detail=f"{what}: {detail}",
+        )
+
+    content_type = base_content_type(document.content_type)
+    if inline and content_type not in PREVIEWABLE_TYPES:
+        note("denied", f"{content_type} is not previewed inline")
+        raise Http404("This format cannot be previewed")
+    if not inline and not roles.can(user, "download"):
+        note("denied", "the user's role may not download documents")
+        raise PermissionDenied
+    if document.url is None:
+        note("denied", "placeholder: the practice cannot send this document")
+        reason = document.unavailable_reason
+        message = PLACEHOLDER_MESSAGE + (f" The practice says: “{reason}”." if reason else "")
+        raise DocumentUnavailable(message, reason="placeholder")
+    if document.size is not None and document.size > max_document_bytes():
+        note("denied", f"over the {settings.GPCONNECT_MAX_DOCUMENT_MB} MB limit: not fetched")
+        raise DocumentUnavailable(
+            f"This document is {file_size(document.size)}. GP Connect sends documents of up "
+            f"to {settings.GPCONNECT_MAX_DOCUMENT_MB} MB only, so it was not requested. "
+            "Contact the practice if you need it.",
+            reason="too_large",
+        )
+
+    stack = ExitStack()
+    try:
+        download = stack.enter_context(
+            _client(user, _documents_endpoint(context)).open_binary(document.url)
+        )
+        chunks = iter(download)
+        # Read the first chunk here, so a reply that is wrong from the start is an error
+        # page rather than a failed download.
+        first = next(chunks, b"")
+    except GPConnectError as error:
+        stack.close()
+        note("failure", f"{type(error).__name__}: {error.message}", error.trace_id or "")
+        raise
+    except BaseException:
+        stack.close()
+        raise
+
+    def relay() -> Generator[bytes, None, None]:
+        sent = 0
+        try:
+            if first:
+                sent += len(first)
+                yield first
+            for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+        except GPConnectError as error:
+            logger.warning(
+                "Document %s stopped part way (%d bytes sent): %s; trace ID %s",
+                what,
+                sent,
+                type(error).__name__,
+                download.trace_id,
+            )
+            note(
+                "failure",
+                f"stopped part way after {sent} bytes: {type(error).__name__}: {error.message}",
+                download.trace_id,
+            )
+            raise
+        except GeneratorExit:
+            note("failure", f"abandoned by the browser after {sent} bytes", download.trace_id)
+            raise
+        else:
+            note("success", f"{sent} bytes sent", download.trace_id)
+        finally:
+            stack.close()
+
+    stream = relay()
+    return DocumentStream(
+        content_type=content_type,
+        filename=document_filename(document),
+        size=document.size,
+        chunks=_Closing(stream, stack),
+    )
+
+
+class _Closing(Iterator[bytes]):
+    """Iterate a generator; `close()` also releases the provider's response.
+
+    A generator that was never started runs no `finally` when closed, so the stack that
+    holds the open response is closed here as well.
+    """
+
+    def __init__(self, generator: Generator[bytes, None, None], stack: ExitStack) -> None:
+        self._generator = generator
+        self._stack = stack
+
+    def __next__(self) -> bytes:
+        return next(self._generator)
+
+    def close(self) -> None:
+        try:
+            self._generator.close()
+        finally:
+            self._stack.close()

@@ -11,6 +11,21 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("patients/<slug:context_id>/", views.patient, name="patient"),
+    path(
+        "patients/<slug:context_id>/documents/<str:document_id>/",
+        views.document,
+        name="document",
+    ),
+    path(
+        "patients/<slug:context_id>/documents/<str:document_id>/download",
+        views.document_download,
+        name="document_download",
+    ),
+    path(
+        "patients/<slug:context_id>/documents/<str:document_id>/inline",
+        views.document_inline,
+        name="document_inline",
+    ),
 ]
 
 # The auditor pages.

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import unicodedata
+from urllib.parse import quote
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from gpconnect import GPConnectError
+from gpconnect import GPConnectError, errors
 from viewer import health, services
 from viewer.forms import DocumentFiltersForm, NhsNumberForm
 from viewer.presenters import ErrorPanel, PatientBanner
@@ -88,6 +92,105 @@ def patient(request: HttpRequest, context_id: str) -> HttpResponse:
             "page": page,
             "error": ErrorPanel.of(error) if error else None,
         },
+    )
+
+
+@require_GET
+@never_cache
+@login_required
+@require_role("Clinician", "Receptionist")
+def document(request: HttpRequest, context_id: str, document_id: str) -> HttpResponse:
+    try:
+        view = services.document_get(
+            user=request.user,
+            context_id=context_id,
+            document_id=document_id,
+            session=request.session,
+        )
+    except GPConnectError as exc:
+        return _document_error(request, context_id, document_id, exc)
+    return render(
+        request,
+        "viewer/document.html",
+        {
+            "document": view,
+            "details": view.details,
+            "context": view.context,
+            "banner": PatientBanner.of(view.context, today=timezone.localdate()),
+        },
+    )
+
+
+@require_GET
+@never_cache
+@login_required
+@require_role("Clinician", "Receptionist")
+def document_download(request: HttpRequest, context_id: str, document_id: str) -> HttpResponseBase:
+    return _document_bytes(request, context_id, document_id, inline=False)
+
+
+@require_GET
+@never_cache
+@xframe_options_sameorigin  # the document page shows it in an iframe
+@login_required
+@require_role("Clinician", "Receptionist")
+def document_inline(request: HttpRequest, context_id: str, document_id: str) -> HttpResponseBase:
+    return _document_bytes(request, context_id, document_id, inline=True)
+
+
+def _document_bytes(
+    request: HttpRequest, context_id: str, document_id: str, *, inline: bool
+) -> HttpResponseBase:
+    try:
+        stream = services.document_stream(
+            user=request.user,
+            context_id=context_id,
+            document_id=document_id,
+            session=request.session,
+            inline=inline,
+        )
+    except (services.DocumentUnavailable, GPConnectError) as exc:
+        return _document_error(request, context_id, document_id, exc)
+    response = StreamingHttpResponse(stream, content_type=stream.content_type)
+    response["Content-Disposition"] = content_disposition(
+        "inline" if inline else "attachment", stream.filename
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    if inline:
+        response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    # No Content-Length: the provider's attachment.size may be wrong, and a length that
+    # does not match the body breaks the download.
+    return response
+
+
+def content_disposition(disposition: str, filename: str) -> str:
+    """Return the header with an ASCII `filename` and the exact `filename*` (RFC 6266/5987)."""
+    fallback = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    fallback = "".join(ch for ch in fallback if ch.isprintable() and ch not in '"\\') or "document"
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _error_status(error: Exception) -> int:
+    if isinstance(error, services.DocumentUnavailable | errors.NotFound):
+        return 404
+    if isinstance(error, errors.ProviderUnavailable):
+        return 503
+    return 502
+
+
+def _document_error(
+    request: HttpRequest, context_id: str, document_id: str, error: Exception
+) -> HttpResponse:
+    """The error panel page for a document that could not be shown or fetched."""
+    return render(
+        request,
+        "viewer/document_error.html",
+        {
+            "error": ErrorPanel.of(error),
+            "context_id": context_id,
+            "document_id": document_id,
+        },
+        status=_error_status(error),
     )
 
 

@@ -28,9 +28,9 @@ def open_patient(client: Client, scenario: str) -> str:
 def titles(html: str) -> list[str]:
     body = html.split('<tbody class="nhsuk-table__body">', 1)[1]
     rows = re.findall(r"<tr.*?</tr>", body, flags=re.S)
-    return [
-        re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)[3].split("<")[0].strip() for row in rows
-    ]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)[3] for row in rows]
+    # Each title is a link to its document page.
+    return [re.sub(r"^\s*<a [^>]*>", "", cell).split("<")[0].strip() for cell in cells]
 
 
 def aria_sort(html: str) -> dict[str, str]:

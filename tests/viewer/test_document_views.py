@@ -1,0 +1,307 @@
+"""The document page, the streamed download and the inline preview, against the sandbox."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.http import StreamingHttpResponse
+from django.test import Client
+from django.urls import reverse
+
+from gpconnect import GPConnectError
+from tests.viewer.conftest import RecordingSandbox, make_user
+from tests.viewer.test_patient_views import open_patient
+from viewer.models import AuditEvent
+from viewer.services import document_key, document_stream
+
+pytestmark = pytest.mark.django_db
+
+PDF = "doc-9990000018-001"  # Inpatient discharge summary
+PNG = "doc-9990000018-026"
+TEXT_PASSWD = "doc-9990000018-019"  # titled "../../etc/passwd"
+DOCX_BOLD = "doc-9990000018-020"  # titled "<b>bold</b> care plan"
+DOCX = "doc-9990000018-028"
+HTML = "doc-9990000018-031"
+OCTET_STREAM = "doc-9990000018-038"
+PLACEHOLDER = "doc-9990000026-001"  # MRI lumbar spine: over 5 MB, no url
+
+
+def context_id_of(patient_url: str) -> str:
+    return patient_url.rstrip("/").rsplit("/", 1)[1]
+
+
+def url(name: str, context_id: str, document_id: str) -> str:
+    key = document_key(context_id, document_id)
+    return reverse(f"viewer:{name}", kwargs={"context_id": context_id, "document_id": key})
+
+
+@pytest.fixture
+def context_id(gp: RecordingSandbox, clinician_client: Client) -> str:
+    return context_id_of(open_patient(clinician_client, "documents"))
+
+
+@pytest.fixture
+def placeholder_context_id(gp: RecordingSandbox, clinician_client: Client) -> str:
+    return context_id_of(open_patient(clinician_client, "placeholders"))
+
+
+def body_of(response: StreamingHttpResponse) -> bytes:
+    return b"".join(response.streaming_content)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def stops_half_way(gp: RecordingSandbox) -> Iterator[str]:
+    faults = gp.sandbox.binary_faults
+    saved = dict(faults)
+    faults[PDF] = "stops-half-way"
+    yield PDF
+    faults.clear()
+    faults.update(saved)
+
+
+@pytest.fixture
+def not_json(gp: RecordingSandbox) -> Iterator[str]:
+    faults = gp.sandbox.binary_faults
+    saved = dict(faults)
+    faults[PDF] = "non-json"
+    yield PDF
+    faults.clear()
+    faults.update(saved)
+
+
+def test_the_document_page_shows_the_metadata_the_banner_and_a_pdf_preview(
+    clinician_client: Client, context_id: str
+) -> None:
+    response = clinician_client.get(url("document", context_id, PDF))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    assert "viewer-patient-banner" in html and "WHITAKER, Margaret Ann (Mrs)" in html
+    assert "Inpatient discharge summary - community-acquired pneumonia" in html
+    assert 'class="nhsuk-summary-list' in html
+    assert "Inpatient final discharge letter" in html and "PDF" in html
+    assert f'<iframe src="{url("document_inline", context_id, PDF)}"' in html
+    assert f'href="{url("document_download", context_id, PDF)}" download>' in html
+    assert AuditEvent.objects.filter(action="view", document_id=PDF, outcome="success").exists()
+
+
+def test_the_document_page_shows_an_image_preview_as_an_img(
+    clinician_client: Client, context_id: str
+) -> None:
+    html = clinician_client.get(url("document", context_id, PNG)).content.decode()
+    assert f'<img src="{url("document_inline", context_id, PNG)}"' in html
+
+
+@pytest.mark.parametrize("document_id", [DOCX, OCTET_STREAM, HTML])
+def test_formats_the_browser_cannot_show_safely_say_they_cannot_be_previewed(
+    clinician_client: Client, context_id: str, document_id: str
+) -> None:
+    html = clinician_client.get(url("document", context_id, document_id)).content.decode()
+    assert "This format cannot be previewed" in html
+    assert "<iframe" not in html and "<img" not in html
+    assert url("document_download", context_id, document_id) in html
+
+
+def test_a_placeholder_page_gives_the_reason_and_no_download(
+    clinician_client: Client, placeholder_context_id: str
+) -> None:
+    response = clinician_client.get(url("document", placeholder_context_id, PLACEHOLDER))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Not available" in html and "cannot send it through GP Connect" in html
+    assert "greater than maximum allowable" in html  # the practice's own reason
+    assert "/download" not in html and "<iframe" not in html
+
+
+def test_the_documents_table_links_each_title_to_its_document_page(
+    clinician_client: Client, context_id: str
+) -> None:
+    html = clinician_client.get(reverse("viewer:patient", args=[context_id])).content.decode()
+    assert f'<a href="{url("document", context_id, PDF)}">' in html
+
+
+@pytest.mark.parametrize("name", ["document", "document_download", "document_inline"])
+def test_anonymous_users_are_sent_to_sign_in(client: Client, name: str) -> None:
+    response = client.get(url(name, "anything", PDF))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize("name", ["document", "document_download", "document_inline"])
+def test_an_auditor_gets_403(auditor: User, name: str) -> None:
+    client = Client()
+    client.force_login(auditor)
+    assert client.get(url(name, "anything", PDF)).status_code == 403
+
+
+@pytest.mark.parametrize("name", ["document", "document_download", "document_inline"])
+def test_another_users_document_url_is_a_404_and_audited(
+    clinician_client: Client, context_id: str, name: str
+) -> None:
+    other = Client()
+    other.force_login(make_user("other", "Clinician"))
+    assert other.get(url(name, context_id, PDF)).status_code == 404
+    assert AuditEvent.objects.filter(action="access_denied", username="other").exists()
+
+
+def test_a_document_not_in_the_patient_context_is_a_404_and_audited(
+    clinician_client: Client, context_id: str
+) -> None:
+    # Another patient's document, and the provider's own id instead of the opaque one.
+    for path in (
+        url("document", context_id, PLACEHOLDER),
+        reverse("viewer:document", args=[context_id, PDF]),
+    ):
+        assert clinician_client.get(path).status_code == 404
+    denied = AuditEvent.objects.filter(action="access_denied", username="clinician")
+    assert denied.count() == 2
+    assert denied.filter(document_id=PDF).exists()
+
+
+def test_the_download_streams_the_sandboxs_document_with_safe_headers_and_is_audited(
+    gp: RecordingSandbox, clinician_client: Client, context_id: str
+) -> None:
+    response = clinician_client.get(url("document_download", context_id, PDF))
+    assert isinstance(response, StreamingHttpResponse)
+    expected = next(d for d in gp.sandbox.record.documents if d.id == PDF).sha256
+    assert hashlib.sha256(body_of(response)).hexdigest() == expected
+    assert response["Content-Type"] == "application/pdf"
+    disposition = response["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="')
+    assert "filename*=UTF-8''" in disposition
+    assert "community-acquired pneumonia.pdf" in disposition
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "no-store" in response["Cache-Control"]
+    assert not response.has_header("Content-Length")
+    event = AuditEvent.objects.get(action="download", document_id=PDF)
+    assert event.outcome == "success" and event.trace_id
+
+
+def test_the_inline_preview_serves_a_pdf_in_a_csp_sandbox(
+    clinician_client: Client, context_id: str
+) -> None:
+    response = clinician_client.get(url("document_inline", context_id, PDF))
+    assert isinstance(response, StreamingHttpResponse)
+    assert body_of(response).startswith(b"%PDF")
+    assert response["Content-Disposition"].startswith("inline; filename=")
+    assert response["Content-Security-Policy"] == "sandbox; default-src 'none'"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Frame-Options"] == "SAMEORIGIN"
+
+
+@pytest.mark.parametrize("document_id", [HTML, DOCX, OCTET_STREAM])
+def test_the_inline_preview_refuses_formats_outside_the_allow_list(
+    gp: RecordingSandbox, clinician_client: Client, context_id: str, document_id: str
+) -> None:
+    gp.paths.clear()
+    response = clinician_client.get(url("document_inline", context_id, document_id))
+    assert response.status_code == 404
+    assert not any("/Binary/" in path for path in gp.paths)
+
+
+def test_a_provider_failure_before_the_first_byte_shows_the_error_panel_with_the_trace_id(
+    clinician_client: Client, context_id: str, not_json: str
+) -> None:
+    response = clinician_client.get(url("document_download", context_id, not_json))
+    html = response.content.decode()
+    assert response.status_code == 502
+    assert "viewer-error-panel" in html and "give them this trace ID" in html
+    event = AuditEvent.objects.get(action="download", document_id=not_json)
+    assert event.outcome == "failure" and event.trace_id and event.trace_id in html
+
+
+def test_a_failure_part_way_through_aborts_the_download_and_is_audited(
+    clinician_client: Client, context_id: str, stops_half_way: str
+) -> None:
+    response = clinician_client.get(url("document_download", context_id, stops_half_way))
+    assert isinstance(response, StreamingHttpResponse)
+    with pytest.raises(GPConnectError):
+        body_of(response)
+    event = AuditEvent.objects.get(action="download", document_id=stops_half_way)
+    assert event.outcome == "failure" and event.trace_id
+    assert "part way" in event.detail
+
+
+def test_a_placeholders_download_is_a_404_that_says_why_and_is_never_fetched(
+    gp: RecordingSandbox, clinician_client: Client, placeholder_context_id: str
+) -> None:
+    gp.paths.clear()
+    response = clinician_client.get(url("document_download", placeholder_context_id, PLACEHOLDER))
+    html = response.content.decode()
+    assert response.status_code == 404
+    assert "This document cannot be retrieved" in html and "greater than maximum" in html
+    assert not any("/Binary/" in path for path in gp.paths)
+    assert AuditEvent.objects.filter(
+        action="download", document_id=PLACEHOLDER, outcome="denied"
+    ).exists()
+
+
+@pytest.mark.parametrize(
+    ("document_id", "ending"),
+    [(TEXT_PASSWD, " etc passwd.txt"), (DOCX_BOLD, " bold care plan.docx")],
+)
+def test_download_filenames_have_no_path_or_markup_characters(
+    clinician_client: Client, context_id: str, document_id: str, ending: str
+) -> None:
+    response = clinician_client.get(url("document_download", context_id, document_id))
+    assert isinstance(response, StreamingHttpResponse)
+    body_of(response)
+    filename = response["Content-Disposition"].split('filename="', 1)[1].split('"', 1)[0]
+    assert filename.endswith(ending)
+    for unsafe in ("/", "\\", "..", "<", ">"):
+        assert unsafe not in filename
+
+
+def test_a_receptionist_may_view_letters_but_not_download_or_see_other_documents(
+    gp: RecordingSandbox, receptionist: User
+) -> None:
+    client = Client()
+    client.force_login(receptionist)
+    context_id = context_id_of(open_patient(client, "documents"))
+    letter = "doc-9990000018-012"  # Physiotherapy discharge letter
+    html = client.get(url("document", context_id, letter)).content.decode()
+    assert "Physiotherapy discharge letter" in html and "/download" not in html
+    assert client.get(url("document_download", context_id, letter)).status_code == 403
+    assert client.get(url("document", context_id, PNG)).status_code == 404  # a photograph
+
+
+def test_a_download_abandoned_part_way_releases_the_provider_and_is_audited(
+    clinician: User, clinician_client: Client, context_id: str
+) -> None:
+    session = clinician_client.session
+    stream = document_stream(
+        user=clinician,
+        context_id=context_id,
+        document_id=document_key(context_id, PNG),
+        session=session,
+    )
+    chunks = iter(stream)
+    assert next(chunks)
+    stream.close()
+    event = AuditEvent.objects.get(action="download", document_id=PNG)
+    assert event.outcome == "failure" and "abandoned" in event.detail
+    # Closing one that was never read is quiet, and audits nothing more.
+    document_stream(
+        user=clinician,
+        context_id=context_id,
+        document_id=document_key(context_id, PDF),
+        session=session,
+    ).close()
+    assert not AuditEvent.objects.filter(action="download", document_id=PDF).exists()
+
+
+def test_documents_over_the_size_limit_are_explained_and_never_fetched(
+    gp: RecordingSandbox, clinician_client: Client, context_id: str, settings: Any
+) -> None:
+    settings.GPCONNECT_MAX_DOCUMENT_MB = 0  # every document is now too large
+    html = clinician_client.get(url("document", context_id, PDF)).content.decode()
+    assert "Too large" in html and "/download" not in html and "<iframe" not in html
+    gp.paths.clear()
+    response = clinician_client.get(url("document_download", context_id, PDF))
+    assert response.status_code == 404
+    assert "This document is too large to retrieve" in response.content.decode()
+    assert not any("/Binary/" in path for path in gp.paths)
