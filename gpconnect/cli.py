@@ -7,6 +7,8 @@ Examples (against the sandbox):
     python -m gpconnect --sds http://127.0.0.1:8001/spine-directory/FHIR/R4 --ods A20047 \\
         list-documents 9690937286
     python -m gpconnect --root … --asid … save-document URL letter.pdf
+    python -m gpconnect --sds http://127.0.0.1:8001/spine-directory/FHIR/R4 --ods B82617 \\
+        --consumer-ods A20047 --consumer-org-type gp-practice slots 2027-03-22 2027-03-28
 
 Every option can also come from the environment variable named in its help.
 """
@@ -37,7 +39,7 @@ from .config import (
 )
 from .errors import GPConnectError
 from .interactions import Capability, Interaction, Interactions
-from .models import DocumentSummary
+from .models import DocumentSummary, Slot
 from .nhs_number import format as format_nhs_number
 from .spine import SpineDirectory
 
@@ -94,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--consumer-name",
         default=_env("GPCONNECT_CONSUMER_ORG_NAME", "GP Connect document viewer"),
         help="our organisation name (GPCONNECT_CONSUMER_ORG_NAME)",
+    )
+    us.add_argument(
+        "--consumer-org-type",
+        default=_env("GPCONNECT_CONSUMER_ORG_TYPE"),
+        choices=("gp-practice", "urgent-care"),
+        help="our organisation type, for free-slot searches (GPCONNECT_CONSUMER_ORG_TYPE)",
     )
     us.add_argument(
         "--issuer",
@@ -165,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     save.add_argument("url", help="the document's attachment URL, as list-documents prints it")
     save.add_argument("output", type=Path, help="file to write ('-' for standard output)")
+    slots = commands.add_parser(
+        "slots", help="list the practice's free slots between two dates (at most 14 days)"
+    )
+    slots.add_argument("start", type=date.fromisoformat, help="first day, YYYY-MM-DD")
+    slots.add_argument("end", type=date.fromisoformat, help="last day, YYYY-MM-DD")
     return parser
 
 
@@ -178,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ods_code=args.consumer_ods,
                 organisation_name=args.consumer_name,
                 issuer=args.issuer,
+                organisation_type=args.consumer_org_type,
             ),
             spine_proxy_url=args.proxy,
             tls=TLSConfig(client_cert=args.cert, client_key=args.key, ca_bundle=args.ca),
@@ -216,6 +230,7 @@ def _run(
         "find-patient": Interactions.DOCUMENTS_PATIENT_SEARCH,
         "list-documents": Interactions.DOCUMENTS_SEARCH,
         "save-document": Interactions.DOCUMENTS_BINARY,
+        "slots": Interactions.SLOT_SEARCH,
     }[args.command]
     endpoint = _endpoint(args, parser, http, interaction)
     client = GPConnectClient(config, user=user, endpoint=endpoint, http=http)
@@ -260,6 +275,10 @@ def _run(
             args, search, "\n".join(_document_line(d) for d in search.documents) or "No documents."
         )
         _trace(search.trace_id)
+    elif args.command == "slots":
+        free = client.search_free_slots(args.start, args.end)
+        _print(args, free, "\n".join(_slot_line(s) for s in free.slots) or "No free slots.")
+        _trace(free.trace_id)
     else:
         with client.open_binary(args.url) as download:
             _trace(download.trace_id)
@@ -296,6 +315,24 @@ def _document_line(document: DocumentSummary) -> str:
     size = f"{document.size} bytes" if document.size is not None else "size unknown"
     where = document.url or f"NOT AVAILABLE: {document.unavailable_reason}"
     return f"{when}  {document.title}  [{document.content_type}, {size}]  {where}"
+
+
+def _slot_line(slot: Slot) -> str:
+    """One slot with what the specification says to show: when, how, what, who and where."""
+    schedule = slot.schedule
+    who = slot.practitioner.name.plain if slot.practitioner else "practitioner not given"
+    details = [schedule.practitioner_role.display if schedule.practitioner_role else None]
+    details.append(slot.practitioner.gender if slot.practitioner else None)
+    where = slot.location.name if slot.location else "location not given"
+    if slot.location and slot.location.address:
+        where = f"{where}, {slot.location.address.display}"
+    minutes = int(slot.duration.total_seconds() // 60)
+    return (
+        f"{slot.start:%a %d %b %H:%M}-{slot.end:%H:%M} ({minutes} min)  "
+        f"{slot.delivery_channel or 'channel not given'}  "
+        f"{slot.slot_type or 'slot type not given'} / {schedule.schedule_type or 'schedule not given'}  "
+        f"{who} ({', '.join(d for d in details if d) or 'role not given'})  {where}  [{slot.id}]"
+    )
 
 
 def _print(args: argparse.Namespace, result: Any, text: str) -> None:

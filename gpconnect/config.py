@@ -15,6 +15,10 @@ class ConfigurationError(ValueError):
     """Raised when a configuration value cannot work against a GP Connect provider."""
 
 
+# The codes of CodeSystem GPConnect-OrganisationType-1 (SPEC §3.3).
+ORGANISATION_TYPES = frozenset({"gp-practice", "urgent-care"})
+
+
 @dataclass(frozen=True)
 class Consumer:
     """The consuming system: who we are on the Spine.
@@ -22,6 +26,11 @@ class Consumer:
     `asid` goes in `Ssp-From`; `ods_code` and `organisation_name` become the JWT
     `requesting_organization`; `issuer` is the JWT `iss` (our Spine endpoint URL); the
     device fields become the JWT `requesting_device`.
+
+    For appointments we are also the booking organisation: `ods_code` and
+    `organisation_type` (`gp-practice` or `urgent-care`) go in every free-slot search's
+    `searchFilter`, and a booking names us with `organisation_name` and `organisation_phone`
+    (SPEC §3.3, §3.4).
     """
 
     asid: str
@@ -33,11 +42,18 @@ class Consumer:
     device_version: str = "0.1.0"
     device_identifier_system: str = "https://gpconnect-viewer.example/Id/device-identifier"
     user_id_system: str = "https://gpconnect-viewer.example/Id/user-guid"
+    organisation_type: str | None = None
+    organisation_phone: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("asid", "ods_code", "organisation_name", "issuer"):
             if not getattr(self, name).strip():
                 raise ConfigurationError(f"Consumer.{name} must not be empty")
+        if self.organisation_type is not None and self.organisation_type not in ORGANISATION_TYPES:
+            raise ConfigurationError(
+                f"Consumer.organisation_type must be one of {sorted(ORGANISATION_TYPES)}, "
+                f"not {self.organisation_type!r}"
+            )
 
 
 @dataclass(frozen=True)

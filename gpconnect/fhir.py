@@ -24,19 +24,31 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from .errors import InvalidResponse
 from .models import (
+    Address,
+    Appointment,
     Capabilities,
     CodedConcept,
     Consultation,
+    ContactPoint,
     DocumentSearch,
     DocumentSummary,
+    FreeSlots,
     HumanName,
     LinkedDocument,
+    Location,
+    Organisation,
     Patient,
+    PatientAppointments,
+    PatientRecord,
     PatientSearch,
+    Practitioner,
     Problem,
+    Schedule,
+    Slot,
     StructuredDocuments,
 )
 
@@ -44,12 +56,20 @@ __all__ = [
     "DEFAULT_CONTENT_TYPE",
     "UNAVAILABLE_REASON",
     "UNTITLED_DOCUMENT",
+    "appointment_id_from_location",
+    "parse_appointment",
     "parse_capabilities",
     "parse_document_search",
+    "parse_etag",
     "parse_fhir_datetime",
+    "parse_free_slots",
+    "parse_location",
     "parse_patient",
+    "parse_patient_appointments",
+    "parse_patient_record",
     "parse_patient_search",
     "parse_pds_patient",
+    "parse_registered_patient",
     "parse_sds_asids",
     "parse_sds_endpoints",
     "parse_structured_documents",
@@ -90,6 +110,11 @@ _DOCUMENT_SECONDARY_LISTS = frozenset(
     }
 )
 # Extensions are matched on the end of their URL: the scheme (and host) vary in the wild.
+_DELIVERY_CHANNEL = "/extension-gpconnect-deliverychannel-2"
+_PRACTITIONER_ROLE = "/extension-gpconnect-practitionerrole-1"
+_BOOKING_ORGANISATION = "/extension-gpconnect-bookingorganisation-1"
+_CANCELLATION_REASON = "/extension-gpconnect-appointmentcancellationreason-1"
+_REGISTRATION_DETAILS = "/extension-careconnect-gpc-registrationdetails-1"
 _RELATED_CLINICAL_CONTENT = "/extension-careconnect-relatedclinicalcontent-1"
 _ACTUAL_PROBLEM = "/extension-careconnect-actualproblem-1"
 _RELATED_PROBLEM_HEADER = "/extension-careconnect-relatedproblemheader-1"
@@ -104,6 +129,9 @@ _DATE_TIME = re.compile(
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?",
     re.IGNORECASE,
 )
+_ETAG = re.compile(r'(?:W/)?"([^"]*)"')
+_LONDON = ZoneInfo("Europe/London")
+ORGANISATION_TYPE_SYSTEM = "https://fhir.nhs.uk/STU3/CodeSystem/GPConnect-OrganisationType-1"
 _RELATIVE_TAIL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([^/]+)$")
 _HISTORY = re.compile(r"/_history/[^/]*$")
 
@@ -217,7 +245,297 @@ def parse_pds_patient(resource: Any, *, trace_id: str | None = None) -> Patient:
         deceased_at=deceased_at,
         registered_practice_ods=practice,
         restricted=_restricted(resource),
+        home_address=_home_address(resource),
+        telecom=_telecom(resource),
     )
+
+
+# Foundations --------------------------------------------------------------------------------
+
+
+def parse_patient_record(
+    resource: Any, *, trace_id: str, patient_id: str | None = None
+) -> PatientRecord:
+    """Return the Patient of a Foundations read; a different patient than asked for raises."""
+    if not isinstance(resource, Mapping) or resource.get("resourceType") != "Patient":
+        raise InvalidResponse(
+            diagnostics=f"expected a Patient, got {_describe(resource)}", trace_id=trace_id
+        )
+    patient = _gp_connect_patient(resource, None)
+    if patient_id is not None and patient.id != patient_id:
+        raise InvalidResponse(
+            diagnostics=f"asked for Patient/{patient_id}, got Patient/{patient.id or 'no id'}",
+            trace_id=trace_id,
+        )
+    return PatientRecord(patient=patient, trace_id=trace_id)
+
+
+def parse_registered_patient(bundle: Any, *, trace_id: str, nhs_number: str) -> PatientRecord:
+    """Return the patient a `$gpc.registerpatient` searchset holds: the one registered."""
+    patient = parse_patient_search(bundle, trace_id=trace_id, nhs_number=nhs_number).patient
+    if patient is None:
+        raise InvalidResponse(
+            diagnostics="the registration answer holds no Patient", trace_id=trace_id
+        )
+    return PatientRecord(patient=patient, trace_id=trace_id)
+
+
+def parse_location(resource: Any, *, trace_id: str) -> Location:
+    """Return a Location (a Foundations read)."""
+    if not isinstance(resource, Mapping) or resource.get("resourceType") != "Location":
+        raise InvalidResponse(
+            diagnostics=f"expected a Location, got {_describe(resource)}", trace_id=trace_id
+        )
+    return _location_of(resource, _Index([]))
+
+
+# Appointment Management -----------------------------------------------------------------------
+
+
+def parse_free_slots(bundle: Any, *, trace_id: str, practice_ods: str = "") -> FreeSlots:
+    """Return the free slots of a Slot search, each with its schedule resolved.
+
+    The schedule's Location and Practitioner come from the bundle's included resources
+    (a bare id when the provider did not include them). The organisation is the
+    Location's managing organisation, else the bundle's one Organization, which providers
+    return whenever slots are returned. Slots without an id, a start and an end (with
+    the end after the start) cannot be shown or booked, so they are left out; the rest
+    are in start order.
+    """
+    entries = _bundle_entries(bundle, trace_id=trace_id, what="free slot search")
+    index = _Index(entries)
+    resources = list(_resources(entries))
+    organisations = _unique_by_id(r for r in resources if r.get("resourceType") == "Organization")
+    practice = _organisation_of(organisations[0]) if len(organisations) == 1 else None
+    schedules: dict[str, Schedule] = {}
+    slots: list[Slot] = []
+    for resource in resources:
+        if resource.get("resourceType") != "Slot" or _status(resource) not in (None, "free"):
+            continue
+        slot_id = _str(resource.get("id"))
+        start, end = _instant(resource.get("start")), _instant(resource.get("end"))
+        if slot_id is None or start is None or end is None or end <= start:
+            continue
+        reference = _dict(resource.get("schedule"))
+        key = _normalise_reference(_str(reference.get("reference")) or "")
+        schedule = schedules.get(key)
+        if schedule is None:
+            schedule = schedules[key] = _schedule_of(reference, resource, index)
+        location = schedule.location
+        slots.append(
+            Slot(
+                id=slot_id,
+                start=start,
+                end=end,
+                slot_type=_concept_text(resource.get("serviceType")),
+                delivery_channel=_extension_code(resource, _DELIVERY_CHANNEL),
+                schedule=schedule,
+                organisation=(location.organisation if location else None) or practice,
+            )
+        )
+    slots.sort(key=lambda slot: (slot.start, slot.schedule.id, slot.id))
+    if not practice_ods and practice is not None:
+        practice_ods = practice.ods_code or ""
+    return FreeSlots(slots=tuple(slots), practice_ods=practice_ods, trace_id=trace_id)
+
+
+def appointment_id_from_location(location: str) -> str | None:
+    """Return the id in a `Location: [base]/Appointment/{id}/_history/{vid}` header."""
+    match = _RELATIVE_TAIL.search(_HISTORY.sub("", location.strip()))
+    return match.group(2) if match and match.group(1) == "Appointment" else None
+
+
+def parse_etag(value: str | None) -> str | None:
+    """Return the version a weak or strong ETag names: `W/"3"` → "3"."""
+    match = _ETAG.fullmatch(value.strip()) if value else None
+    return match.group(1) or None if match else None
+
+
+def parse_appointment(resource: Any, *, trace_id: str, etag: str | None = None) -> Appointment:
+    """Return an Appointment; its version comes from the response's `ETag` when given."""
+    if not isinstance(resource, Mapping) or resource.get("resourceType") != "Appointment":
+        raise InvalidResponse(
+            diagnostics=f"expected an Appointment, got {_describe(resource)}", trace_id=trace_id
+        )
+    appointment_id = _str(resource.get("id"))
+    if appointment_id is None:
+        raise InvalidResponse(diagnostics="the Appointment has no logical id", trace_id=trace_id)
+    actors: dict[str, str] = {}
+    for participant in _list(resource.get("participant")):
+        written = _str(_dict(participant.get("actor")).get("reference"))
+        match = _RELATIVE_TAIL.search(_HISTORY.sub("", written)) if written else None
+        if match:
+            actors.setdefault(match.group(1), match.group(2))
+    booking = None
+    for extension in _extensions(resource, _BOOKING_ORGANISATION):
+        contained = _Index([]).resolve(extension.get("valueReference"), resource)
+        if contained is not None and contained.get("resourceType") == "Organization":
+            booking = _organisation_of(contained)
+    role = next(iter(_extensions(resource, _PRACTITIONER_ROLE)), None)
+    reason = next(iter(_extensions(resource, _CANCELLATION_REASON)), None)
+    return Appointment(
+        id=appointment_id,
+        version=parse_etag(etag) or _str(_dict(resource.get("meta")).get("versionId")),
+        status=_status(resource) or "unknown",
+        start=_instant(resource.get("start")),
+        end=_instant(resource.get("end")),
+        description=_str(resource.get("description")),
+        comment=_str(resource.get("comment")),
+        created=parse_fhir_datetime(resource.get("created")),
+        slot_ids=tuple(
+            _normalise_reference(written).removeprefix("Slot/")
+            for written in (_str(s.get("reference")) for s in _list(resource.get("slot")))
+            if written
+        ),
+        patient_id=actors.get("Patient"),
+        location_id=actors.get("Location"),
+        practitioner_id=actors.get("Practitioner"),
+        slot_type=_concept_text(resource.get("serviceType")),
+        schedule_type=_concept_text(resource.get("serviceCategory")),
+        delivery_channel=_extension_code(resource, _DELIVERY_CHANNEL),
+        practitioner_role=_coded(role.get("valueCodeableConcept")) if role else None,
+        booking_organisation=booking,
+        cancellation_reason=_str(reason.get("valueString")) if reason else None,
+        trace_id=trace_id,
+    )
+
+
+def parse_patient_appointments(
+    bundle: Any, *, trace_id: str, patient_id: str | None = None
+) -> PatientAppointments:
+    """Return a patient's appointments in start order, cancelled ones included.
+
+    An appointment whose Patient participant is someone other than `patient_id` raises
+    `InvalidResponse` rather than risk showing another person's appointment.
+    """
+    entries = _bundle_entries(bundle, trace_id=trace_id, what="patient appointments")
+    appointments = [
+        parse_appointment(resource, trace_id=trace_id)
+        for resource in _unique_by_id(
+            r for r in _resources(entries) if r.get("resourceType") == "Appointment"
+        )
+    ]
+    for appointment in appointments:
+        if patient_id is not None and appointment.patient_id not in (None, patient_id):
+            raise InvalidResponse(
+                "The GP practice's system returned another patient's appointment, so none "
+                "is shown. Please report it with the trace ID.",
+                diagnostics=f"Appointment/{appointment.id} is for Patient/{appointment.patient_id}",
+                trace_id=trace_id,
+            )
+    appointments.sort(key=lambda a: (a.start is None, a.start.timestamp() if a.start else 0, a.id))
+    return PatientAppointments(appointments=tuple(appointments), trace_id=trace_id)
+
+
+def _schedule_of(reference: Mapping[str, Any], slot: Mapping[str, Any], index: _Index) -> Schedule:
+    resource = index.resolve(reference, slot)
+    if resource is None or resource.get("resourceType") != "Schedule":
+        written = _normalise_reference(_str(reference.get("reference")) or "")
+        return Schedule(id=written.removeprefix("Schedule/"))
+    location = practitioner = None
+    for actor in _list(resource.get("actor")):
+        target = index.resolve(actor, resource)
+        kind = _reference_type(actor, target)
+        written = _normalise_reference(_str(actor.get("reference")) or "")
+        if kind == "Location" and location is None:
+            location = (
+                _location_of(target, index)
+                if target is not None
+                else Location(id=written.removeprefix("Location/"))
+            )
+        elif kind == "Practitioner" and practitioner is None:
+            practitioner = (
+                _practitioner_of(target)
+                if target is not None
+                else Practitioner(id=written.removeprefix("Practitioner/"))
+            )
+    role = next(iter(_extensions(resource, _PRACTITIONER_ROLE)), None)
+    return Schedule(
+        id=_str(resource.get("id")) or "",
+        schedule_type=_concept_text(resource.get("serviceCategory")),
+        practitioner_role=_coded(role.get("valueCodeableConcept")) if role else None,
+        location=location,
+        practitioner=practitioner,
+    )
+
+
+def _location_of(resource: Mapping[str, Any], index: _Index) -> Location:
+    managing = resource.get("managingOrganization")
+    organisation = index.resolve(managing, resource)
+    if organisation is not None and organisation.get("resourceType") != "Organization":
+        organisation = None
+    return Location(
+        id=_str(resource.get("id")) or "",
+        name=_str(resource.get("name")),
+        address=_address(resource.get("address")),
+        phone=_phone(resource),
+        organisation=_organisation_of(organisation) if organisation is not None else None,
+    )
+
+
+def _organisation_of(resource: Mapping[str, Any]) -> Organisation:
+    types = [
+        _str(coding.get("code"))
+        for concept in _list(resource.get("type"))
+        for coding in _list(concept.get("coding"))
+        if _str(coding.get("system")) == ORGANISATION_TYPE_SYSTEM
+    ]
+    return Organisation(
+        id=_str(resource.get("id")) or "",
+        name=_str(resource.get("name")),
+        ods_code=_ods_code(resource),
+        address=_address(resource.get("address")),
+        phone=_phone(resource),
+        type=next((t for t in types if t), None),
+    )
+
+
+def _practitioner_of(resource: Mapping[str, Any]) -> Practitioner:
+    if resource.get("resourceType") != "Practitioner":
+        return Practitioner(id=_str(resource.get("id")) or "")
+    return Practitioner(
+        id=_str(resource.get("id")) or "",
+        name=_human_name(_pick_name(resource.get("name"), ("official", "usual"))),
+        gender=_str(resource.get("gender")),
+    )
+
+
+def _instant(value: Any) -> datetime | None:
+    """Return a dateTime with its offset; one without is taken as UK local time."""
+    parsed = parse_fhir_datetime(value)
+    if not isinstance(parsed, datetime):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_LONDON)
+
+
+def _concept_text(value: Any) -> str | None:
+    """Return the text of a CodeableConcept (or the first of a list), else its display."""
+    concepts = _list(value)
+    if not concepts:
+        return None
+    text = _str(concepts[0].get("text"))
+    if text:
+        return text
+    coded = _coded(concepts[0])
+    return coded.display if coded else None
+
+
+def _extensions(resource: Mapping[str, Any], url_tail: str) -> list[Mapping[str, Any]]:
+    return [
+        extension
+        for extension in _list(resource.get("extension"))
+        if (_str(extension.get("url")) or "").lower().endswith(url_tail)
+    ]
+
+
+def _extension_code(resource: Mapping[str, Any], url_tail: str) -> str | None:
+    for extension in _extensions(resource, url_tail):
+        code = _str(extension.get("valueCode")) or _str(
+            _dict(extension.get("valueCoding")).get("code")
+        )
+        if code:
+            return code
+    return None
 
 
 # Access Document ---------------------------------------------------------------------------
@@ -756,7 +1074,59 @@ def _gp_connect_patient(resource: Mapping[str, Any], index: _Index | None) -> Pa
         deceased_at=deceased_at,
         registered_practice_ods=_registered_practice(resource, index),
         restricted=_restricted(resource),
+        home_address=_home_address(resource),
+        telecom=_telecom(resource),
+        registration_type=_registration_type(resource),
     )
+
+
+def _home_address(patient: Mapping[str, Any]) -> Address | None:
+    """Return the home address: a current one (no period end) before a historic one."""
+    homes = [a for a in _list(patient.get("address")) if _str(a.get("use")) in ("home", None)]
+    homes.sort(key=lambda a: _str(_dict(a.get("period")).get("end")) is not None)
+    return _address(homes[:1])
+
+
+def _address(value: Any) -> Address | None:
+    addresses = _list(value)
+    if not addresses:
+        return None
+    address = addresses[0]
+    result = Address(
+        lines=tuple(line for line in map(_str, _strings(address.get("line"))) if line),
+        city=_str(address.get("city")),
+        district=_str(address.get("district")),
+        postcode=_str(address.get("postalCode")),
+        use=_str(address.get("use")),
+    )
+    return result if result.display else None
+
+
+def _telecom(resource: Mapping[str, Any]) -> tuple[ContactPoint, ...]:
+    result: list[ContactPoint] = []
+    for telecom in _list(resource.get("telecom")):
+        system, value = _str(telecom.get("system")), _str(telecom.get("value"))
+        if system and value:
+            point = ContactPoint(system=system, value=value, use=_str(telecom.get("use")))
+            if point not in result:
+                result.append(point)
+    return tuple(result)
+
+
+def _phone(resource: Mapping[str, Any]) -> str | None:
+    return next((t.value for t in _telecom(resource) if t.system == "phone"), None)
+
+
+def _registration_type(patient: Mapping[str, Any]) -> str | None:
+    for extension in _list(patient.get("extension")):
+        if not (_str(extension.get("url")) or "").lower().endswith(_REGISTRATION_DETAILS):
+            continue
+        for detail in _list(extension.get("extension")):
+            if _str(detail.get("url")) == "registrationType":
+                coded = _coded(detail.get("valueCodeableConcept"))
+                if coded is not None:
+                    return coded.code or coded.display
+    return None
 
 
 def _registered_practice(patient: Mapping[str, Any], index: _Index | None) -> str | None:

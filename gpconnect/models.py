@@ -6,8 +6,9 @@ can audit exactly which request produced what it shows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,36 @@ class HumanName:
 
 
 @dataclass(frozen=True)
+class Address:
+    lines: tuple[str, ...] = ()
+    city: str | None = None
+    district: str | None = None
+    postcode: str | None = None
+    use: str | None = None
+
+    @property
+    def display(self) -> str:
+        """Return the address on one line: "1 River Street, Leeds, LS1 4AP"."""
+        parts = [*self.lines, self.city, self.district, self.postcode]
+        return ", ".join(part for part in parts if part)
+
+
+@dataclass(frozen=True)
+class ContactPoint:
+    """A phone number or email address: `system` is "phone" or "email" (or "other")."""
+
+    system: str
+    value: str
+    use: str | None = None
+
+
+@dataclass(frozen=True)
 class Patient:
-    """A patient as a GP Connect provider or PDS describes them."""
+    """A patient as a GP Connect provider or PDS describes them.
+
+    `registration_type` is the GP Connect registration type at the practice ("R" regular,
+    "T" temporary...), when the provider says; PDS records have none.
+    """
 
     id: str
     nhs_number: str
@@ -45,6 +74,9 @@ class Patient:
     deceased_at: datetime | date | None = None
     registered_practice_ods: str | None = None
     restricted: bool = False
+    home_address: Address | None = None
+    telecom: tuple[ContactPoint, ...] = ()
+    registration_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +126,14 @@ class PatientSearch:
     """The result of a find-patient call: `patient` is None when the practice has no match."""
 
     patient: Patient | None
+    trace_id: str
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    """One patient read or registered at a practice, with the request's trace ID."""
+
+    patient: Patient
     trace_id: str
 
 
@@ -164,3 +204,158 @@ class SdsEndpoint:
     service_root: str
     party_key: str | None
     asid: str
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """An organisation as a slot search or an appointment names it.
+
+    `type` is the GP Connect organisation type code (`gp-practice`, `urgent-care`) when given.
+    """
+
+    id: str
+    name: str | None = None
+    ods_code: str | None = None
+    address: Address | None = None
+    phone: str | None = None
+    type: str | None = None
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place appointments happen. Only `id` is known when the provider did not include it."""
+
+    id: str
+    name: str | None = None
+    address: Address | None = None
+    phone: str | None = None
+    organisation: Organisation | None = None
+
+
+@dataclass(frozen=True)
+class Practitioner:
+    id: str
+    name: HumanName = HumanName()
+    gender: str | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The rota a slot belongs to: who, where, and what kind of session.
+
+    `schedule_type` is the session or rota name (`Schedule.serviceCategory.text`);
+    `practitioner_role` is the practitioner's SDS job role (e.g. General Medical Practitioner).
+    """
+
+    id: str
+    schedule_type: str | None = None
+    practitioner_role: CodedConcept | None = None
+    location: Location | None = None
+    practitioner: Practitioner | None = None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A free slot with everything the specification requires a consumer to show (SPEC §3.3).
+
+    `slot_type` is `Slot.serviceType.text`; `delivery_channel` is `In-person`, `Telephone`
+    or `Video`; `organisation` is the practice offering the slot.
+    """
+
+    id: str
+    start: datetime
+    end: datetime
+    slot_type: str | None
+    delivery_channel: str | None
+    schedule: Schedule
+    organisation: Organisation | None = None
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+    @property
+    def location(self) -> Location | None:
+        return self.schedule.location
+
+    @property
+    def practitioner(self) -> Practitioner | None:
+        return self.schedule.practitioner
+
+    def follows(self, previous: Slot) -> bool:
+        """Return True if this slot may be booked together with `previous`, straight after it.
+
+        The specification allows it only when this slot starts as the other ends, on the
+        same schedule, with the same delivery channel and slot type (SPEC §3.3).
+        """
+        return (
+            self.start == previous.end
+            and self.schedule.id == previous.schedule.id
+            and self.delivery_channel == previous.delivery_channel
+            and self.slot_type == previous.slot_type
+        )
+
+
+def bookable_together(slots: Sequence[Slot]) -> bool:
+    """Return True if the slots, in start order, may be booked as one appointment."""
+    ordered = sorted(slots, key=lambda slot: slot.start)
+    return bool(ordered) and all(
+        following.follows(previous)
+        for previous, following in zip(ordered, ordered[1:], strict=False)
+    )
+
+
+@dataclass(frozen=True)
+class FreeSlots:
+    """The free slots of one practice in the period searched, in start order."""
+
+    slots: tuple[Slot, ...]
+    practice_ods: str
+    trace_id: str
+
+
+@dataclass(frozen=True)
+class Appointment:
+    """An appointment as the practice holds it.
+
+    `version` is the version the practice gave it (from the `ETag`, or `meta.versionId`):
+    amending or cancelling needs the version that was read. Cancelled appointments are
+    listed too, with `status` "cancelled" and the `cancellation_reason`.
+    """
+
+    id: str
+    version: str | None
+    status: str
+    start: datetime | None
+    end: datetime | None
+    description: str | None
+    comment: str | None
+    created: datetime | date | None
+    slot_ids: tuple[str, ...]
+    patient_id: str | None
+    location_id: str | None
+    practitioner_id: str | None
+    slot_type: str | None
+    schedule_type: str | None
+    delivery_channel: str | None
+    practitioner_role: CodedConcept | None
+    booking_organisation: Organisation | None
+    cancellation_reason: str | None
+    trace_id: str
+
+    @property
+    def etag(self) -> str | None:
+        """Return the weak ETag the practice expects back in `If-Match`: `W/"{version}"`."""
+        return f'W/"{self.version}"' if self.version else None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == "cancelled"
+
+
+@dataclass(frozen=True)
+class PatientAppointments:
+    """A patient's appointments at one practice in a date range, cancelled ones included."""
+
+    appointments: tuple[Appointment, ...]
+    trace_id: str

@@ -94,3 +94,31 @@ def test_the_module_runs_as_a_command_and_explains_itself():
         [sys.executable, "-m", "gpconnect", "--help"], capture_output=True, text=True, check=True
     )
     assert "find-patient" in result.stdout and "save-document" in result.stdout
+
+
+def test_slots_lists_each_free_slot_with_what_the_specification_says_to_show(provider, capsys):
+    provider.queue(
+        json_response(200, fixture_json("appointments_search_for_free_slots_response.json"))
+    )
+    root = "https://provider.example.nhs.uk/A20047/STU3/1/gpconnect"
+    args = ["--root", root, "--asid", "918999198738", "--consumer-org-type", "gp-practice"]
+    assert cli.main([*args, "slots", "2016-08-15", "2016-08-21"]) == 0
+
+    out, err = capsys.readouterr()
+    first = out.splitlines()[0]
+    assert first.startswith("Mon 15 Aug 11:30-11:40 (10 min)  In-person  General GP Appointment")
+    assert "Mrs Sarah Black (General Medical Practitioner, female)" in first
+    assert "The Trevelyan Practice, Trevelyan Square, Boar Ln, Leeds, LS1 6AE" in first
+    assert (
+        "searchFilter",
+        "https://fhir.nhs.uk/STU3/CodeSystem/GPConnect-OrganisationType-1|gp-practice",
+    ) in provider.last.url.params.multi_items()
+    assert "Ssp-TraceID" in err
+
+
+def test_slots_refuses_a_window_over_fourteen_days_without_calling_the_practice(provider, capsys):
+    root = "https://provider.example.nhs.uk/A20047/STU3/1/gpconnect"
+    assert cli.main(["--root", root, "--asid", "1", "slots", "2016-08-01", "2016-08-31"]) == 2
+
+    assert "at most 14 days" in capsys.readouterr().err
+    assert provider.requests == []
