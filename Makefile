@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+CHROMIUM_STAMP := $(VENV)/.chromium
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo sandbox worker test bench lint fmt check
@@ -27,7 +28,12 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-install: $(PY_STAMP) $(NODE_STAMP)  ## Install Python and npm dependencies (fast when up to date)
+# The browser tests (tests/browser) drive Debian's Chromium; never `playwright install`.
+$(CHROMIUM_STAMP): | $(BIN)/python
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	touch $@
+
+install: $(PY_STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP)  ## Install Python and npm dependencies (fast when up to date)
 
 # The app talks to the sandbox on 127.0.0.1:8001 (the GPCONNECT_* defaults); both stop together.
 demo: export DEMO_MODE = 1

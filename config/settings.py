@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -114,12 +115,14 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "axes",
+    "csp",
     "viewer",
 ]
 
 MIDDLEWARE = [
     "viewer.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -128,6 +131,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "viewer.middleware.HtmxSignInRedirectMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into its own response.
     "axes.middleware.AxesMiddleware",
 ]
@@ -143,6 +147,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "viewer.context_processors.demo_mode",
+                "viewer.context_processors.csp_nonce",
                 "viewer.roles.navigation",
             ],
         },
@@ -216,11 +221,50 @@ SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 # However active the user is, sign them out this long after they signed in.
 SESSION_ABSOLUTE_TIMEOUT_HOURS = env_int("SESSION_ABSOLUTE_TIMEOUT_HOURS", 8)
 
+# `__Host-` cookies are bound to this host and path "/" and need Secure, so only with it.
+if SECURE_COOKIES:
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
+
+# HTTPS: redirect http to https and send HSTS, except in demo mode (plain http on a laptop).
+# Behind a TLS-terminating proxy, SECURE_PROXY_SSL_HEADER says which header marks https.
+HTTPS_ONLY = env_bool("HTTPS_ONLY", not DEMO_MODE and not DEBUG)
+SECURE_SSL_REDIRECT = HTTPS_ONLY
+SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 31_536_000 if HTTPS_ONLY else 0)
+# The app's own host name and any below it are https-only; preload marks it as eligible for
+# the browsers' built-in list (submitting it there is a separate, deliberate step).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", HTTPS_ONLY)
+SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", HTTPS_ONLY)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain http
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 # Security headers
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# Content-Security-Policy (django-csp 4): our own origin only; the one inline script (the
+# NHS.UK `js-enabled` snippet) carries the per-response nonce. htmx runs without eval and
+# without its injected indicator style (htmx-config in base.html); no inline styles.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:", "blob:"],
+        # NHS.UK frontend's precompiled CSS loads Frutiger from the NHS's own font host.
+        "font-src": [SELF, "https://assets.nhs.uk"],
+        "connect-src": [SELF],
+        "frame-src": [SELF],
+        "worker-src": [SELF, "blob:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [SELF],
+    }
+}
 
 # Authentication
 LOGIN_URL = "login"
@@ -238,6 +282,8 @@ SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
 AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+CSRF_FAILURE_VIEW = "viewer.error_pages.csrf_failure"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
@@ -260,6 +306,12 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("nhsuk", BASE_DIR / "node_modules" / "nhsuk-frontend" / "dist" / "nhsuk"),
+    # pdf.js renders PDF previews the same in every browser: its code, its worker, the
+    # standard fonts and character maps PDFs refer to without embedding, and its decoders.
+    *(
+        (f"pdfjs/{part}", BASE_DIR / "node_modules" / "pdfjs-dist" / part)
+        for part in ("build", "standard_fonts", "cmaps", "wasm", "iccs")
+    ),
 ]
 
 # Logging: one line per record to stdout, with the request id when there is one

@@ -15,3 +15,6 @@ from config.settings import *  # noqa: E402, F403
 
 # Hashing passwords properly is deliberately slow; tests only need it to be correct.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The test client speaks plain http; production redirects it to https (HTTPS_ONLY).
+SECURE_SSL_REDIRECT = False

@@ -17,6 +17,8 @@ from django.contrib.auth.models import User
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import resolve_url
+from django_htmx.http import HttpResponseClientRedirect
 
 from viewer import audit
 from viewer.models import AuditAction, AuditOutcome
@@ -54,3 +56,22 @@ class AbsoluteSessionTimeoutMiddleware:
                 )
                 logout(request)
         return self.get_response(request)
+
+
+class HtmxSignInRedirectMiddleware:
+    """Send an htmx request whose session has ended to the sign-in page as a whole page.
+
+    The browser's fetch follows a redirect silently, so without this htmx would swap the
+    sign-in page into the documents table. HX-Redirect makes htmx navigate instead.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if getattr(request, "htmx", False) and response.status_code in (301, 302):
+            location = response.get("Location", "")
+            if location.startswith(resolve_url(settings.LOGIN_URL)):
+                return HttpResponseClientRedirect(location)
+        return response

@@ -12,9 +12,6 @@ from datetime import date, datetime
 from gpconnect import DocumentSummary, errors, nhs_number
 from viewer.context import PatientContext
 
-# Documents over this size are never fetched: providers refuse them (SPEC §1.4).
-MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
-
 _FORMAT_LABELS = {
     "application/pdf": "PDF",
     "image/jpeg": "JPEG image",
@@ -97,9 +94,10 @@ class DocumentRow:
     key: str = ""  # the opaque id in the document page's URL (services.document_key)
 
     @classmethod
-    def of(cls, document: DocumentSummary, *, key: str = "") -> DocumentRow:
+    def of(cls, document: DocumentSummary, *, key: str, max_bytes: int) -> DocumentRow:
+        """Format one document; `max_bytes` is the retrieval limit (GPCONNECT_MAX_DOCUMENT_MB)."""
         created, indexed = as_date(document.created), as_date(document.indexed)
-        too_large = document.size is not None and document.size > MAX_DOCUMENT_BYTES
+        too_large = document.size is not None and document.size > max_bytes
         return cls(
             id=document.id,
             created=short_date(created),
@@ -115,7 +113,11 @@ class DocumentRow:
             size=file_size(document.size),
             retrievable=document.retrievable and not too_large,
             unavailable_reason=document.unavailable_reason
-            or ("Over 5 MB: too large to retrieve through GP Connect." if too_large else ""),
+            or (
+                f"Over {max_bytes / (1024 * 1024):g} MB: too large to retrieve through GP Connect."
+                if too_large
+                else ""
+            ),
             too_large=too_large,
             not_for_patient=document.not_for_patient_disclosure,
             key=key,

@@ -36,6 +36,7 @@ from gpconnect import (
     GPConnectClient,
     GPConnectError,
     Interactions,
+    LinkedDocument,
     PersonalDemographics,
     ProviderEndpoint,
     SdsCache,
@@ -471,8 +472,35 @@ def _cache_key(
     return f"viewer:documents:{user_id}:{context_id}:{start}:{end}:{author}"
 
 
+CACHED_KEYS_SESSION_KEY = "viewer_cached_lists"
+
+
+def _cache_put(session: SessionBase, key: str, value: object) -> None:
+    """Cache a provider answer briefly, and note its key so sign-out can purge it."""
+    cache.set(key, value, DOCUMENT_LIST_CACHE_SECONDS)
+    keys = session.get(CACHED_KEYS_SESSION_KEY, [])
+    if key not in keys:
+        session[CACHED_KEYS_SESSION_KEY] = [*keys, key]
+
+
+def purge_cached_patient_data(session: SessionBase) -> None:
+    """Delete every provider answer this session cached (called at sign-out).
+
+    Document lists are kept for DOCUMENT_LIST_CACHE_SECONDS so sorting and paging need
+    not ask the practice again; at sign-out they go at once (ASVS V14.2.2).
+    """
+    keys = session.pop(CACHED_KEYS_SESSION_KEY, [])
+    if keys:
+        cache.delete_many(keys)
+
+
 def _search(
-    user: UserLike, context: PatientContext, start: date | None, end: date | None, author: str
+    user: UserLike,
+    context: PatientContext,
+    start: date | None,
+    end: date | None,
+    author: str,
+    session: SessionBase,
 ) -> tuple[_Search, bool]:
     """Return the provider's list for the filters it applies, reusing a recent answer."""
     key = _cache_key(context.user_id, context.id, start, end, author)
@@ -483,7 +511,7 @@ def _search(
         context.logical_id, created_from=start, created_to=end, author_ods=author or None
     )
     search = _Search(result.documents, result.trace_id, timezone.now())
-    cache.set(key, search, DOCUMENT_LIST_CACHE_SECONDS)
+    _cache_put(session, key, search)
     return search, False
 
 
@@ -548,7 +576,7 @@ def documents_list(
     today = timezone.localdate()
     start, end = filters.created_range(today)
     try:
-        search, from_cache = _search(user, context, start, end, filters.author)
+        search, from_cache = _search(user, context, start, end, filters.author, session)
     except GPConnectError as error:
         audit.record(
             user=user,
@@ -589,7 +617,10 @@ def documents_list(
         ),
     )
     return DocumentsPage(
-        rows=[DocumentRow.of(d, key=document_key(context.id, d.id)) for d in shown],
+        rows=[
+            DocumentRow.of(d, key=document_key(context.id, d.id), max_bytes=max_document_bytes())
+            for d in shown
+        ],
         total=total,
         page=page,
         pages=pages,
@@ -659,6 +690,157 @@ def _author_options(
     if author and author not in options:
         options[author] = author
     return sorted(options.items(), key=lambda item: item[1].casefold())
+
+
+# Documents linked from the structured record --------------------------------------------
+
+# What the List warning codes mean for the person reading the list (SPEC §2).
+LIST_WARNINGS: dict[str, str] = {
+    "confidential-items": "Some items are confidential and are not shown.",
+    "data-in-transit": (
+        "Some of the patient's record is being transferred from a previous practice "
+        "and is not shown yet."
+    ),
+    "data-awaiting-filing": "Some documents are waiting to be filed by the practice.",
+}
+
+
+@dataclass(frozen=True)
+class LinkedFrom:
+    """One place in the structured record that refers to a document."""
+
+    kind: str  # "consultation" or "problem"
+    label: str  # the consultation's title or the problem's name
+    when: str  # the consultation's date ("" for a problem)
+    when_iso: str
+
+
+@dataclass(frozen=True)
+class LinkedRow:
+    document: DocumentRow
+    links: tuple[LinkedFrom, ...]
+
+
+@dataclass(frozen=True)
+class LinkedDocumentsPage:
+    """The documents that consultations and problems link to, most recent link first."""
+
+    rows: list[LinkedRow]
+    warnings: list[str]
+    letters_only: bool
+    trace_id: str
+    retrieved_at: datetime
+
+    @property
+    def showing(self) -> str:
+        noun = "document" if len(self.rows) == 1 else "documents"
+        return f"{len(self.rows)} {noun} linked from consultations and problems"
+
+
+@dataclass(frozen=True)
+class _Linked:
+    documents: tuple[LinkedDocument, ...]
+    warnings: tuple[str, ...]
+    trace_id: str
+    retrieved_at: datetime
+
+
+def _linked_cache_key(user_id: int, context_id: str) -> str:
+    return f"viewer:linked:{user_id}:{context_id}"
+
+
+def _structured_search(user: UserLike, context: PatientContext, session: SessionBase) -> _Linked:
+    """Return the structured record's linked documents, reusing a recent answer."""
+    key = _linked_cache_key(context.user_id, context.id)
+    cached = cache.get(key)
+    if isinstance(cached, _Linked):
+        return cached
+    _, sds = _spine(session, http_client())
+    try:
+        # Each capability has its own endpoint at the practice (SPEC §4.6).
+        endpoint = sds.provider_endpoint(context.practice_ods, Interactions.STRUCTURED_RECORD)
+    finally:
+        session[SDS_SESSION_KEY] = sds.cache.to_dict()
+    result = _client(user, endpoint).structured_documents(context.nhs_number)
+    linked = _Linked(result.documents, result.warnings, result.trace_id, timezone.now())
+    _cache_put(session, key, linked)
+    return linked
+
+
+def _links_of(linked: LinkedDocument) -> tuple[LinkedFrom, ...]:
+    consultations = sorted(linked.consultations, key=lambda c: _sort_key_date(c.date), reverse=True)
+    links = [
+        LinkedFrom(
+            "consultation",
+            c.title or "Consultation",
+            short_date(as_date(c.date)),
+            d.isoformat() if (d := as_date(c.date)) else "",
+        )
+        for c in consultations
+    ]
+    links += [LinkedFrom("problem", p.name or "Problem", "", "") for p in linked.problems]
+    return tuple(links)
+
+
+def _sort_key_date(value: datetime | date | None) -> date:
+    return as_date(value) or date.min
+
+
+def linked_documents(
+    *, user: UserLike, context_id: str, session: SessionBase
+) -> LinkedDocumentsPage:
+    """Return the documents the patient's consultations and problems link to; audits it.
+
+    They come from Access Record Structured (its own SDS endpoint), and open on the same
+    document page as the Access Document list. Receptionists see letters only.
+    """
+    context = patient_context_get(user=user, context_id=context_id, session=session)
+    try:
+        linked = _structured_search(user, context, session)
+    except GPConnectError as error:
+        audit.record(
+            user=user,
+            action="list_documents",
+            outcome="failure",
+            nhs_number=context.nhs_number,
+            context_id=context.id,
+            trace_id=error.trace_id or "",
+            detail=f"linked documents: {type(error).__name__}: {error.message}",
+        )
+        raise
+    letters_only = roles.letters_only(user)
+    entries = [d for d in linked.documents if not letters_only or _is_letter(d.document)]
+
+    def latest_link(entry: LinkedDocument) -> tuple[date, date]:
+        consulted = max((_sort_key_date(c.date) for c in entry.consultations), default=date.min)
+        return consulted, _sort_key_date(entry.document.created)
+
+    entries.sort(key=latest_link, reverse=True)
+    audit.record(
+        user=user,
+        action="list_documents",
+        outcome="success",
+        nhs_number=context.nhs_number,
+        context_id=context.id,
+        trace_id=linked.trace_id,
+        detail=f"linked documents from the structured record ({len(entries)} documents)",
+    )
+    max_bytes = max_document_bytes()
+    return LinkedDocumentsPage(
+        rows=[
+            LinkedRow(
+                DocumentRow.of(
+                    e.document, key=document_key(context.id, e.document.id), max_bytes=max_bytes
+                ),
+                _links_of(e),
+            )
+            for e in entries
+        ],
+        warnings=[LIST_WARNINGS.get(code, code) for code in linked.warnings],
+        letters_only=letters_only,
+        trace_id=linked.trace_id,
+        retrieved_at=linked.retrieved_at,
+    )
 
 
 # One document: its page and its bytes ------------------------------------------------------
@@ -734,6 +916,7 @@ class DocumentView:
     not_for_patient: bool
     can_download: bool
     max_document_mb: int
+    can_print: bool = False
 
     @property
     def fetchable(self) -> bool:
@@ -822,10 +1005,23 @@ def _document_of(
     not in it, or one a receptionist may not see, is audited as "access_denied".
     """
     context = patient_context_get(user=user, context_id=context_id, session=session)
-    search, _ = _search(user, context, None, None, "")
+    search, _ = _search(user, context, None, None, "", session)
     document = next(
         (d for d in search.documents if document_key(context.id, d.id) == document_id), None
     )
+    if document is None:
+        # A document the structured record links to, which the practice's document search
+        # did not list: only one this session has been shown.
+        linked = cache.get(_linked_cache_key(context.user_id, context.id))
+        if isinstance(linked, _Linked):
+            document = next(
+                (
+                    e.document
+                    for e in linked.documents
+                    if document_key(context.id, e.document.id) == document_id
+                ),
+                None,
+            )
     if document is None or (roles.letters_only(user) and not _is_letter(document)):
         audit.record(
             user=user,
@@ -871,6 +1067,73 @@ def document_get(
         not_for_patient=document.not_for_patient_disclosure,
         can_download=roles.can(user, "download"),
         max_document_mb=int(settings.GPCONNECT_MAX_DOCUMENT_MB),
+        can_print=roles.can(user, "print"),
+    )
+
+
+@dataclass(frozen=True)
+class PrintView:
+    """What the print page shows: the document, and who printed it when (provenance)."""
+
+    document: DocumentView
+    printed_by: str
+    printed_role: str
+    printed_at: datetime
+
+
+def _display_name(user: UserLike) -> str:
+    """Return "Dr Alex Clinician (username)" from the profile, or the username alone."""
+    who = roles.requesting_user(user)
+    name = " ".join([*who.prefixes, *who.given_names, who.family_name])
+    return f"{name} ({user.get_username()})"
+
+
+def document_print(
+    *, user: UserLike, context_id: str, document_id: str, session: SessionBase
+) -> PrintView:
+    """Return the print page's document and provenance; audits "print".
+
+    Only documents the browser can draw (PDF, images, text) print here, and only for
+    roles that may print; anything else is refused and audited as a denied print.
+    """
+    context, document = _document_of(
+        user=user, context_id=context_id, document_id=document_id, session=session
+    )
+
+    def note(outcome: str, detail: str) -> None:
+        audit.record(
+            user=user,
+            action="print",
+            outcome=outcome,
+            nhs_number=context.nhs_number,
+            context_id=context.id,
+            document_id=document.id,
+            detail=detail,
+        )
+
+    if not roles.can(user, "print"):
+        note("denied", "the user's role may not print documents")
+        raise PermissionDenied
+    view = DocumentView(
+        context=context,
+        details=DocumentDetails.of(document, key=document_key(context.id, document.id)),
+        retrievable=document.retrievable,
+        too_large=document.size is not None and document.size > max_document_bytes(),
+        preview=preview_kind(document.content_type),
+        not_for_patient=document.not_for_patient_disclosure,
+        can_download=roles.can(user, "download"),
+        max_document_mb=int(settings.GPCONNECT_MAX_DOCUMENT_MB),
+        can_print=True,
+    )
+    if not view.fetchable or not view.preview:
+        note("denied", "not printable here: a placeholder, too large, or not a previewed format")
+        raise Http404("This document cannot be printed here")
+    note("success", f"print page opened ({view.details.format})")
+    return PrintView(
+        document=view,
+        printed_by=_display_name(user),
+        printed_role=roles.role_of(user) or "",
+        printed_at=timezone.now(),
     )
 
 

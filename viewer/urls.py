@@ -11,10 +11,16 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("patients/<slug:context_id>/", views.patient, name="patient"),
+    path("patients/<slug:context_id>/linked/", views.linked, name="linked"),
     path(
         "patients/<slug:context_id>/documents/<str:document_id>/",
         views.document,
         name="document",
+    ),
+    path(
+        "patients/<slug:context_id>/documents/<str:document_id>/print",
+        views.document_print,
+        name="document_print",
     ),
     path(
         "patients/<slug:context_id>/documents/<str:document_id>/download",

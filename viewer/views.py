@@ -4,13 +4,14 @@ import unicodedata
 from urllib.parse import quote
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LogoutView
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_sameorigin
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from gpconnect import GPConnectError, errors
@@ -99,6 +100,33 @@ def patient(request: HttpRequest, context_id: str) -> HttpResponse:
 @never_cache
 @login_required
 @require_role("Clinician", "Receptionist")
+def linked(request: HttpRequest, context_id: str) -> HttpResponse:
+    context = services.patient_context_get(
+        user=request.user, context_id=context_id, session=request.session
+    )
+    page, error = None, None
+    try:
+        page = services.linked_documents(
+            user=request.user, context_id=context.id, session=request.session
+        )
+    except GPConnectError as exc:
+        error = exc
+    return render(
+        request,
+        "viewer/linked.html",
+        {
+            "context": context,
+            "banner": PatientBanner.of(context, today=timezone.localdate()),
+            "page": page,
+            "error": ErrorPanel.of(error) if error else None,
+        },
+    )
+
+
+@require_GET
+@never_cache
+@login_required
+@require_role("Clinician", "Receptionist")
 def document(request: HttpRequest, context_id: str, document_id: str) -> HttpResponse:
     try:
         view = services.document_get(
@@ -113,6 +141,34 @@ def document(request: HttpRequest, context_id: str, document_id: str) -> HttpRes
         request,
         "viewer/document.html",
         {
+            "document": view,
+            "details": view.details,
+            "context": view.context,
+            "banner": PatientBanner.of(view.context, today=timezone.localdate()),
+        },
+    )
+
+
+@require_GET
+@never_cache
+@login_required
+@require_role("Clinician", "Receptionist")
+def document_print(request: HttpRequest, context_id: str, document_id: str) -> HttpResponse:
+    try:
+        printing = services.document_print(
+            user=request.user,
+            context_id=context_id,
+            document_id=document_id,
+            session=request.session,
+        )
+    except GPConnectError as exc:
+        return _document_error(request, context_id, document_id, exc)
+    view = printing.document
+    return render(
+        request,
+        "viewer/document_print.html",
+        {
+            "printing": printing,
             "document": view,
             "details": view.details,
             "context": view.context,
@@ -192,6 +248,14 @@ def _document_error(
         },
         status=_error_status(error),
     )
+
+
+@require_POST
+def sign_out(request: HttpRequest) -> HttpResponseBase:
+    """Django's sign-out, and the browser told to drop its cache and storage for our site."""
+    response = LogoutView.as_view()(request)
+    response["Clear-Site-Data"] = '"cache", "storage"'
+    return response
 
 
 @require_GET

@@ -7,3 +7,19 @@ initAll(config);
 document.body.addEventListener("htmx:afterSettle", (event) => {
   initAll({ ...config, scope: event.detail.elt });
 });
+
+// When the server cannot be reached at all, say so where the user is looking.
+document.body.addEventListener("htmx:sendError", () => {
+  const main = document.getElementById("maincontent");
+  if (!main || main.querySelector(".viewer-htmx-error--offline")) return;
+  const summary = document.createElement("div");
+  summary.className = "nhsuk-error-summary viewer-htmx-error viewer-htmx-error--offline";
+  summary.setAttribute("role", "alert");
+  const title = document.createElement("h2");
+  title.className = "nhsuk-error-summary__title";
+  title.textContent = "The viewer could not be reached";
+  const body = document.createElement("p");
+  body.textContent = "Check your connection, then try again. Nothing has changed.";
+  summary.append(title, body);
+  main.prepend(summary);
+});

@@ -84,8 +84,12 @@ def test_the_document_page_shows_the_metadata_the_banner_and_a_pdf_preview(
     assert "Inpatient discharge summary - community-acquired pneumonia" in html
     assert 'class="nhsuk-summary-list' in html
     assert "Inpatient final discharge letter" in html and "PDF" in html
-    assert f'<iframe src="{url("document_inline", context_id, PDF)}"' in html
-    assert f'href="{url("document_download", context_id, PDF)}" download>' in html
+    # pdf.js draws the PDF from the authenticated inline URL, the same in every browser.
+    assert f'data-pdf-preview="screen" data-src="{url("document_inline", context_id, PDF)}"' in html
+    assert 'src="/static/viewer/pdf-preview.js"' in html
+    assert "<iframe" not in html
+    assert f'href="{url("document_download", context_id, PDF)}">Download' in html
+    assert f'href="{url("document_print", context_id, PDF)}">Print' in html
     assert AuditEvent.objects.filter(action="view", document_id=PDF, outcome="success").exists()
 
 
@@ -305,3 +309,74 @@ def test_documents_over_the_size_limit_are_explained_and_never_fetched(
     assert response.status_code == 404
     assert "This document is too large to retrieve" in response.content.decode()
     assert not any("/Binary/" in path for path in gp.paths)
+
+
+def test_the_print_page_carries_the_provenance_and_is_audited_as_a_print(
+    clinician_client: Client, context_id: str
+) -> None:
+    response = clinician_client.get(url("document_print", context_id, PDF))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    provenance = html.split("data-print-provenance>", 1)[1].split("</div>", 1)[0]
+    for text in (
+        "WHITAKER, Margaret Ann (Mrs)",
+        "NHS No. 999 000 0018",
+        "Born 14-Mar-1948",
+        "Riverside Medical Practice (A20047)",
+        "Inpatient discharge summary - community-acquired pneumonia",
+        "Printed by Dr Alex Clinician (clinician), Clinician",
+        "Retrieved from the GP record via GP Connect; it may not be the latest version.",
+    ):
+        assert text in provenance
+    assert f'data-pdf-preview="print" data-src="{url("document_inline", context_id, PDF)}"' in html
+    event = AuditEvent.objects.get(action="print")
+    assert (event.outcome, event.document_id, event.username) == ("success", PDF, "clinician")
+    assert event.nhs_number == "9990000018"
+
+
+@pytest.mark.parametrize("document_id", [DOCX, OCTET_STREAM, HTML])
+def test_formats_the_browser_cannot_draw_are_not_printed_here_and_the_refusal_is_audited(
+    clinician_client: Client, context_id: str, document_id: str
+) -> None:
+    page = clinician_client.get(url("document", context_id, document_id)).content.decode()
+    assert url("document_print", context_id, document_id) not in page
+    assert clinician_client.get(url("document_print", context_id, document_id)).status_code == 404
+    assert AuditEvent.objects.get(action="print").outcome == "denied"
+
+
+def test_a_placeholder_cannot_be_printed(
+    clinician_client: Client, placeholder_context_id: str
+) -> None:
+    response = clinician_client.get(url("document_print", placeholder_context_id, PLACEHOLDER))
+    assert response.status_code == 404
+    assert AuditEvent.objects.get(action="print").outcome == "denied"
+
+
+def test_printing_another_users_document_is_a_404(context_id: str, db: None) -> None:
+    other = Client()
+    other.force_login(make_user("someoneelse", "Clinician"))
+    assert other.get(url("document_print", context_id, PDF)).status_code == 404
+    assert not AuditEvent.objects.filter(action="print").exists()
+
+
+def test_an_auditor_may_not_print(context_id: str, auditor: User) -> None:
+    client = Client()
+    client.force_login(auditor)
+    assert client.get(url("document_print", context_id, PDF)).status_code == 403
+
+
+def test_a_receptionist_prints_a_letter_though_they_may_not_download_it(
+    gp: RecordingSandbox, receptionist: User
+) -> None:
+    client = Client()
+    client.force_login(receptionist)
+    context = context_id_of(open_patient(client, "documents"))
+    page = client.get(url("document", context, PDF)).content.decode()
+    assert url("document_print", context, PDF) in page
+    assert url("document_download", context, PDF) not in page
+    response = client.get(url("document_print", context, PDF))
+    assert response.status_code == 200
+    assert (
+        "Printed by Dr Alex Receptionist (receptionist), Receptionist" in response.content.decode()
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -209,3 +210,23 @@ def test_a_patient_with_no_documents_says_so(
 ) -> None:
     html = clinician_client.get(open_patient(clinician_client, "no-documents")).content.decode()
     assert "No documents were returned by the practice" in html
+
+
+def test_documents_over_the_configured_size_limit_are_marked_too_large_to_retrieve(
+    gp: RecordingSandbox, clinician_client: Client, documents_url: str, settings: Any
+) -> None:
+    # The retrieval limit is GPCONNECT_MAX_DOCUMENT_MB, not a number in a template.
+    nhs_number = nhs_number_of("documents")
+    sizes = [d.size for d in gp.sandbox.record.documents if d.patient_nhs == nhs_number and d.file]
+    assert max(sizes) > 1024 * 1024
+
+    def both_pages() -> str:
+        return "".join(
+            clinician_client.get(documents_url + query).content.decode()
+            for query in ("", "?page=2")
+        )
+
+    settings.GPCONNECT_MAX_DOCUMENT_MB = 1
+    assert "Over 1 MB: too large to retrieve through GP Connect." in both_pages()
+    settings.GPCONNECT_MAX_DOCUMENT_MB = 50
+    assert "too large to retrieve" not in both_pages()
