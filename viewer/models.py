@@ -52,6 +52,7 @@ class AuditAction(models.TextChoices):
     VIEW = "view", "Document viewed"
     DOWNLOAD = "download", "Document downloaded"
     PRINT = "print", "Document printed"
+    PREFETCH = "prefetch", "Document prefetched"
     BATCH_PRINT = "batch_print", "Documents printed together"
     SEARCH_SLOTS = "search_slots", "Free slots searched"
     BOOK = "book", "Appointment booked"
@@ -140,3 +141,63 @@ class AuditEvent(models.Model):
         if nhs_number.is_valid(self.nhs_number):
             return nhs_number.format(self.nhs_number)
         return self.nhs_number
+
+
+class PrefetchState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    FETCHING = "fetching", "Fetching"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class PrefetchedDocument(models.Model):
+    """A large document fetched ahead of the click, for one user in one patient context.
+
+    The bytes live encrypted in the `prefetch` storage under `blob_name`; this row says
+    where, for whom, how far the fetch has gone and when it expires. The practice's
+    endpoint is copied from the patient context, so the Celery task needs nothing from
+    the user's session (which it cannot read).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="prefetches"
+    )
+    session_key = models.CharField(max_length=64, db_index=True)
+    context_id = models.CharField("patient context id", max_length=64)
+    document_key = models.CharField(max_length=64)  # the opaque id URLs carry
+    document_id = models.CharField(max_length=500)  # the provider's id (audit only)
+    nhs_number = models.CharField("NHS number", max_length=10)
+    practice_ods = models.CharField("practice ODS code", max_length=10)
+    service_root = models.CharField(max_length=500)
+    asid = models.CharField("ASID", max_length=20)
+    url = models.CharField("Binary URL", max_length=2000)
+    content_type = models.CharField(max_length=200)
+    expected_size = models.BigIntegerField(null=True, blank=True)
+    state = models.CharField(
+        max_length=10, choices=PrefetchState.choices, default=PrefetchState.QUEUED
+    )
+    bytes_fetched = models.BigIntegerField(default=0)
+    blob_name = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    failure = models.CharField(max_length=300, blank=True)
+    trace_id = models.CharField("Ssp-TraceID", max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            # One prefetch per document at a time, however many requests ask for it.
+            models.UniqueConstraint(
+                fields=["user", "context_id", "document_key"], name="one_prefetch_per_document"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"prefetch {self.pk} {self.state} {self.bytes_fetched} bytes"
+
+    @property
+    def progress_percent(self) -> int | None:
+        if not self.expected_size:
+            return None
+        return min(100, self.bytes_fetched * 100 // self.expected_size)
