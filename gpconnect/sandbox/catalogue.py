@@ -87,6 +87,9 @@ class Faults:
     invalid_base64: bool = False
     non_json_body: bool = False
     slow_drip_bytes_per_second: int = 0
+    # A write (POST or PUT) is carried out, then its reply held back this long: a consumer
+    # that gives up sooner never hears that the booking (or change) was made.
+    write_reply_delay_seconds: float = 0.0
 
     @property
     def any(self) -> bool:

@@ -5,7 +5,7 @@
     python -m gpconnect.sandbox --tls --cert-dir var/sandbox-certs   # HTTPS, client certificate required
     python -m gpconnect.sandbox --make-certs var/sandbox-certs       # only write the certificates
     python -m gpconnect.sandbox --latency A20047=3 --error-rate 9990000018=0.5 \\
-        --binary-fault doc-9990000018-001=stops-half-way
+        --binary-fault doc-9990000018-001=stops-half-way --write-reply-delay B82617=40
 """
 
 from __future__ import annotations
@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--latency", action="append", type=_pair, default=[], metavar="KEY=SECONDS")
     faults.add_argument("--error-rate", action="append", type=_pair, default=[], metavar="KEY=RATE")
     faults.add_argument(
+        "--write-reply-delay",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="KEY=SECONDS",
+        help="make bookings, amendments and cancellations, then hold their replies back",
+    )
+    faults.add_argument(
         "--binary-fault",
         action="append",
         type=_pair,
@@ -89,10 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configured_faults(
-    latency: Sequence[tuple[str, str]], error_rate: Sequence[tuple[str, str]]
+    latency: Sequence[tuple[str, str]],
+    error_rate: Sequence[tuple[str, str]],
+    write_reply_delay: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Faults]:
     """Return the command line's faults by key, on top of each patient's own."""
     faults: dict[str, Faults] = {}
+    for key, value in write_reply_delay:
+        _check_key(key)
+        base = faults.get(key) or _own_faults(key)
+        faults[key] = replace(base, write_reply_delay_seconds=float(value))
     for key, value in latency:
         _check_key(key)
         base = faults.get(key) or _own_faults(key)
@@ -150,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir=args.data_dir,
         record=record,
         consumer_asids=frozenset(args.consumer_asid),
-        faults=configured_faults(args.latency, args.error_rate),
+        faults=configured_faults(args.latency, args.error_rate, args.write_reply_delay),
         binary_faults=dict(args.binary_fault),
     )
     ssl_options: dict[str, object] = {}

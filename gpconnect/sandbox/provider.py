@@ -3,7 +3,8 @@
 A route is written as `async def handler(call: ProviderCall) -> Response` and wrapped by
 `provider_route(interaction, handler)`, which:
 1. finds the practice from the `{ods}` in the path (unknown → 404 ORGANISATION_NOT_FOUND),
-2. applies the practice's and patient's fault injection (latency, 5xx rate),
+2. applies the practice's and patient's fault injection (latency, 5xx rate, and a
+   write's reply held back after the write is made),
 3. checks the Spine headers, the JWT (aud = this capability's service root, the
    interaction's scope) and the requested format,
 4. runs the handler; a `ProviderFault` raised anywhere becomes the exact OperationOutcome.
@@ -186,7 +187,8 @@ def provider_route(
             )
         answer_format = FHIR_JSON
         try:
-            response = await _inject_faults(request, sandbox, practice)
+            faults = sandbox.faults_for(*await _fault_keys(request, sandbox, practice))
+            response = await _inject_faults(sandbox, faults)
             if response is not None:
                 return response
             headers = request.headers
@@ -211,7 +213,11 @@ def provider_route(
                 claims=claims,
                 format=answer_format,
             )
-            return await handler(call)
+            answer = await handler(call)
+            if interaction.method in ("POST", "PUT") and faults.write_reply_delay_seconds:
+                # The write is made (the handler has returned): only the reply is late.
+                await asyncio.sleep(faults.write_reply_delay_seconds)
+            return answer
         except ProviderFault as fault:
             log.info("%s %s -> %s %s", request.method, request.url.path, fault.status, fault)
             return fault_response(fault, answer_format)
@@ -248,8 +254,7 @@ async def _fault_keys(request: Request, sandbox: Sandbox, practice: Practice) ->
     return keys
 
 
-async def _inject_faults(request: Request, sandbox: Sandbox, practice: Practice) -> Response | None:
-    faults = sandbox.faults_for(*await _fault_keys(request, sandbox, practice))
+async def _inject_faults(sandbox: Sandbox, faults: Faults) -> Response | None:
     if faults.latency_seconds:
         await asyncio.sleep(faults.latency_seconds)
     if faults.error_rate:
