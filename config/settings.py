@@ -370,3 +370,11 @@ GPCONNECT_TLS_CA_BUNDLE = os.environ.get("GPCONNECT_TLS_CA_BUNDLE", "").strip() 
 GPCONNECT_CONNECT_TIMEOUT = env_int("GPCONNECT_CONNECT_TIMEOUT", 5)
 GPCONNECT_READ_TIMEOUT = env_int("GPCONNECT_READ_TIMEOUT", 30)
 GPCONNECT_MAX_DOCUMENT_MB = env_int("GPCONNECT_MAX_DOCUMENT_MB", 5)
+# Appointments: we are the booking organisation. Our organisation type goes in every free-slot
+# search (it decides which slots a practice offers us) and both go in every booking.
+GPCONNECT_ORGANISATION_TYPE = os.environ.get("GPCONNECT_ORGANISATION_TYPE", "gp-practice").strip()
+# The phone number a practice calls us on about a booking; booking is refused without one.
+# Demo mode gives a number from Ofcom's range for drama (never a real line).
+GPCONNECT_ORGANISATION_PHONE = os.environ.get(
+    "GPCONNECT_ORGANISATION_PHONE", "0113 496 0999" if DEMO_MODE else ""
+).strip()

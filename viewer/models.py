@@ -201,3 +201,101 @@ class PrefetchedDocument(models.Model):
         if not self.expected_size:
             return None
         return min(100, self.bytes_fetched * 100 // self.expected_size)
+
+
+class OrganisationType(models.TextChoices):
+    """The codes of GP Connect's OrganisationType CodeSystem (SPEC §3.3)."""
+
+    GP_PRACTICE = "gp-practice", "GP practice"
+    URGENT_CARE = "urgent-care", "Urgent care"
+
+
+class FederationPractice(models.Model):
+    """A practice of the federation whose free slots receptionists may book (SPEC §3.6).
+
+    The consumer keeps this list itself: neither the Spine nor providers publish a
+    federation. Each practice's endpoints are still found in SDS, interaction by interaction.
+    """
+
+    ods_code = models.CharField("ODS code", max_length=10, unique=True)
+    display_name = models.CharField(max_length=200)
+    organisation_type = models.CharField(
+        max_length=20, choices=OrganisationType.choices, default=OrganisationType.GP_PRACTICE
+    )
+    enabled = models.BooleanField(
+        default=True, help_text="Only enabled practices are offered to receptionists."
+    )
+
+    class Meta:
+        ordering = ["display_name"]
+        verbose_name = "federation practice"
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.ods_code})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.ods_code = self.ods_code.strip().upper()
+        super().save(*args, **kwargs)
+
+
+class BookingState(models.TextChoices):
+    PENDING = "pending", "Pending"  # the request is being made: nothing is known yet
+    CONFIRMED = "confirmed", "Confirmed"  # the practice holds the appointment
+    FAILED = "failed", "Failed"  # the practice does not hold it: nothing was booked
+    UNKNOWN = "unknown", "Unknown"  # no answer, and the patient's list could not be read
+    CANCELLED = "cancelled", "Cancelled"  # confirmed, then cancelled through this service
+
+
+# A slot with one of these is being booked through this service: nobody may try it again.
+BOOKING_IN_FLIGHT = (BookingState.PENDING, BookingState.UNKNOWN)
+
+
+class Booking(models.Model):
+    """One attempt to book a slot, keyed by the idempotency token of the form it came from.
+
+    The row is written before the practice is called, so a second submission of the same
+    form (a double click, a refresh) finds it instead of booking again, and a second form
+    for the same slot (another tab, a colleague) is refused while this one is in flight.
+    """
+
+    token = models.UUIDField(unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bookings"
+    )
+    state = models.CharField(
+        max_length=10, choices=BookingState.choices, default=BookingState.PENDING
+    )
+    nhs_number = models.CharField("NHS number", max_length=10)
+    patient_key = models.CharField("booking patient id", max_length=64)
+    patient_logical_id = models.CharField("patient id at the practice", max_length=64, blank=True)
+    practice_ods = models.CharField("practice ODS code", max_length=10)
+    first_slot_id = models.CharField(max_length=64)
+    slot_ids = models.JSONField(default=list)
+    start = models.DateTimeField(null=True, blank=True)
+    end = models.DateTimeField(null=True, blank=True)
+    description = models.CharField(max_length=100)
+    comment = models.CharField(max_length=500, blank=True)
+    registered = models.BooleanField(
+        default=False, help_text="The patient was registered temporarily at the practice first."
+    )
+    appointment_id = models.CharField(max_length=64, blank=True)
+    appointment_version = models.CharField(max_length=20, blank=True)
+    trace_id = models.CharField("Ssp-TraceID", max_length=64, blank=True)
+    failure = models.CharField(max_length=500, blank=True)
+    # Where, when, with whom: what the confirmation and the printed summary show.
+    summary = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["practice_ods", "first_slot_id"],
+                condition=models.Q(state__in=BOOKING_IN_FLIGHT),
+                name="one_booking_in_flight_per_slot",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"booking {self.token} {self.state} {self.practice_ods} {self.first_slot_id}"

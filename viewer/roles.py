@@ -27,12 +27,16 @@ ADMIN = "Admin"
 
 ROLES = (CLINICIAN, RECEPTIONIST, AUDITOR)  # the groups, in order of precedence
 
-Action = Literal["search", "view", "download", "print", "book", "audit"]
+Action = Literal["search", "view", "download", "print", "book", "appointments", "audit"]
 
+# Appointments: receptionists search free slots, book, amend and cancel ("book"). Clinicians
+# see a patient's future appointments ("appointments") but change nothing: booking is the
+# front desk's job, and one role making bookings keeps who booked what clear. Auditors
+# see bookings only as audit events, never a patient's appointments.
 ROLE_ACTIONS: dict[str, frozenset[str]] = {
-    CLINICIAN: frozenset({"search", "view", "download", "print"}),
+    CLINICIAN: frozenset({"search", "view", "download", "print", "appointments"}),
     # Receptionists see and print letters only: services filter by type (`letters_only`).
-    RECEPTIONIST: frozenset({"search", "view", "print", "book"}),
+    RECEPTIONIST: frozenset({"search", "view", "print", "book", "appointments"}),
     AUDITOR: frozenset({"audit"}),
     ADMIN: frozenset(),
 }
@@ -133,4 +137,8 @@ def requesting_user(user: AnyUser) -> RequestingUser:
 
 def navigation(request: HttpRequest) -> dict[str, bool]:
     """Context processor: which role-specific links the header shows."""
-    return {"can_audit": can(request.user, "audit")}
+    return {
+        "can_audit": can(request.user, "audit"),
+        "can_book": can(request.user, "book"),
+        "can_see_appointments": can(request.user, "appointments"),
+    }

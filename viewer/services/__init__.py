@@ -81,6 +81,8 @@ def gpconnect_client_config() -> ClientConfig:
             ods_code=settings.GPCONNECT_CONSUMER_ODS_CODE,
             organisation_name=settings.GPCONNECT_CONSUMER_ORG_NAME,
             issuer=settings.GPCONNECT_JWT_ISSUER,
+            organisation_type=settings.GPCONNECT_ORGANISATION_TYPE or None,
+            organisation_phone=settings.GPCONNECT_ORGANISATION_PHONE or None,
         ),
         spine_proxy_url=settings.GPCONNECT_SPINE_PROXY_URL,
         tls=TLSConfig(

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -54,6 +55,8 @@ class Command(BaseCommand):
                         "organisation_name": settings.GPCONNECT_CONSUMER_ORG_NAME,
                     },
                 )
+        # `make demo` runs this command only: the federation's demo practices come with it.
+        call_command("demo_federation", stdout=self.stdout)
         self.stdout.write("Demo users (synthetic data only):")
         for username, role, *_ in DEMO_USERS:
             self.stdout.write(f"  {username:<13} password: {password:<20} role: {role}")

@@ -1,0 +1,527 @@
+"""The appointment services against a real sandbox over loopback (one per test).
+
+The specification's three consumer sessions (SPEC §3, §3.6), amend and cancel, and what
+happens when a booking is raced, refused, or answered too late.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+
+from gpconnect.sandbox.catalogue import Faults
+from tests.viewer import appointment_sandbox
+from tests.viewer.appointment_sandbox import AppointmentSandbox, first_free_slot
+from tests.viewer.conftest import make_user, nhs_number_of
+from viewer.models import AuditEvent, Booking, BookingState
+from viewer.services import PatientLookupError
+from viewer.services import appointments as service
+
+pytestmark = pytest.mark.django_db
+
+appointments_gp = appointment_sandbox.appointments_gp
+federation = appointment_sandbox.federation
+
+
+def patient_of(user: User, scenario: str, session: SessionStore) -> service.BookingPatient:
+    return service.appointment_patient_open(
+        user=user, nhs_number=nhs_number_of(scenario), session=session
+    )
+
+
+def book(
+    user: User,
+    patient: service.BookingPatient,
+    session: SessionStore,
+    ods: str,
+    slot: Any,
+    *,
+    token: uuid.UUID | None = None,
+    confirmed: bool = False,
+    length: int = 1,
+) -> Booking:
+    return service.appointment_book(
+        user=user,
+        patient=patient,
+        session=session,
+        practice_ods=ods,
+        slot_id=slot.id,
+        start=slot.start,
+        length=length,
+        description="Review of repeat medication",
+        comment="Needs step-free access",
+        token=token or uuid.uuid4(),
+        registration_confirmed=confirmed,
+    )
+
+
+def rows_at(user: User, patient: service.BookingPatient, session: SessionStore, ods: str) -> Any:
+    listing = service.appointments_list(user=user, patient=patient, session=session)
+    return next(entry for entry in listing if entry.practice.ods_code == ods)
+
+
+# The specification's three consumer sessions --------------------------------------------------
+
+
+def test_the_simplest_case_books_a_registered_patient_at_their_own_practice(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    found = service.slots_search(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_codes=["A20047"],
+        start=appointments_gp.today() + timedelta(days=1),
+        days=7,
+        filters=service.SlotFilters(),
+    )
+    row = found.days[0].practices[0].rows[0]
+    slot = first_free_slot(appointments_gp, "A20047", slot_type=row.slot_type)
+
+    booking = book(receptionist, patient, session, "A20047", slot)
+
+    assert booking.state == BookingState.CONFIRMED
+    assert booking.appointment_id and not booking.registered
+    assert slot.id in appointments_gp.booked_slot_ids("A20047")
+    assert appointments_gp.bookings_posted() == 1
+    event = AuditEvent.objects.filter(action="book").get()
+    assert (event.outcome, event.nhs_number) == ("success", nhs_number_of("documents"))
+    assert event.trace_id == booking.trace_id != ""
+    assert AuditEvent.objects.filter(action="search_slots", outcome="success").exists()
+
+
+def test_federated_practices_are_searched_at_once_grouped_by_day_then_practice(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "no-documents", session)
+    found = service.slots_search(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_codes=["A20047", "B82617", "C81016"],
+        start=appointments_gp.today(),
+        days=14,
+        filters=service.SlotFilters(channel="Telephone", time_of_day="morning"),
+    )
+
+    assert found.failures == []
+    practices_per_day = [{p.ods_code for p in day.practices} for day in found.days]
+    assert any(len(codes) == 3 for codes in practices_per_day)
+    assert [day.day for day in found.days] == sorted(day.day for day in found.days)
+    rows = [row for day in found.days for p in day.practices for row in p.rows]
+    assert rows and all(r.channel == "Telephone" and r.start < "12:00" for r in rows)
+    assert found.shown < found.found  # the filters hid the rest
+    assert AuditEvent.objects.filter(action="search_slots").count() == 3
+
+
+def test_booking_at_another_practice_registers_the_patient_there_once_confirmed(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "no-documents", session)  # registered at B82617
+    slot = first_free_slot(appointments_gp, "C81016")
+
+    with pytest.raises(service.RegistrationNeeded):
+        book(receptionist, patient, session, "C81016", slot)
+    assert appointments_gp.bookings_posted() == 0
+
+    booking = book(receptionist, patient, session, "C81016", slot, confirmed=True)
+
+    assert booking.state == BookingState.CONFIRMED and booking.registered
+    listed = rows_at(receptionist, patient, session, "C81016")
+    assert [r.description for r in listed.rows] == ["Review of repeat medication"]
+
+
+def test_a_patient_no_practice_knows_is_registered_then_booked(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "not-registered", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    option = service.booking_option(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_ods="A20047",
+        slot_id=slot.id,
+        start=slot.start,
+    )
+    assert option.registered is False
+
+    booking = book(receptionist, patient, session, "A20047", slot, confirmed=True)
+
+    assert booking.state == BookingState.CONFIRMED and booking.registered
+    assert "registered temporarily" in AuditEvent.objects.get(action="book").detail
+
+
+def test_adjacent_slots_are_booked_together_as_one_longer_appointment(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    found = service.slots_search(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_codes=["A20047"],
+        start=appointments_gp.today() + timedelta(days=1),
+        days=7,
+        filters=service.SlotFilters(),
+    )
+    row = next(r for d in found.days for p in d.practices for r in p.rows if r.followers >= 1)
+    option = service.booking_option(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_ods="A20047",
+        slot_id=row.id,
+        start=service.datetime.fromisoformat(row.start_iso),
+    )
+    assert len(option.lengths) >= 2
+
+    booking = service.appointment_book(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_ods="A20047",
+        slot_id=row.id,
+        start=service.datetime.fromisoformat(row.start_iso),
+        length=2,
+        description="Double appointment",
+        comment="",
+        token=uuid.uuid4(),
+        registration_confirmed=False,
+    )
+
+    assert booking.state == BookingState.CONFIRMED
+    assert len(booking.slot_ids) == 2
+    assert set(booking.slot_ids) <= appointments_gp.booked_slot_ids("A20047")
+
+
+# Amend and cancel -------------------------------------------------------------------------------
+
+
+def test_amending_changes_the_description_and_comment_at_the_practice(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    book(receptionist, patient, session, "A20047", first_free_slot(appointments_gp, "A20047"))
+    row = rows_at(receptionist, patient, session, "A20047").rows[0]
+    view = service.appointment_get(
+        user=receptionist, patient=patient, session=session, practice_ods="A20047", key=row.key
+    )
+
+    service.appointment_amend(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_ods="A20047",
+        key=row.key,
+        version=view.appointment.version or "",
+        description="Blood pressure check",
+        comment="",
+    )
+
+    after = rows_at(receptionist, patient, session, "A20047").rows[0]
+    assert (after.description, after.comment) == ("Blood pressure check", "")
+    assert AuditEvent.objects.filter(action="amend", outcome="success").exists()
+
+
+def test_an_amendment_from_a_stale_page_is_refused_and_says_so(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    book(receptionist, patient, session, "A20047", first_free_slot(appointments_gp, "A20047"))
+    row = rows_at(receptionist, patient, session, "A20047").rows[0]
+    amend = {
+        "user": receptionist,
+        "patient": patient,
+        "session": session,
+        "practice_ods": "A20047",
+        "key": row.key,
+        "version": row.version,
+        "comment": "",
+    }
+    service.appointment_amend(**amend, description="First change")
+
+    with pytest.raises(service.AppointmentError, match="changed this appointment"):
+        service.appointment_amend(**amend, description="Second change, from an old page")
+    assert rows_at(receptionist, patient, session, "A20047").rows[0].description == "First change"
+
+
+def test_cancelling_with_a_reason_frees_the_slot_and_lists_the_appointment_cancelled(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    booking = book(receptionist, patient, session, "A20047", slot)
+    row = rows_at(receptionist, patient, session, "A20047").rows[0]
+
+    service.appointment_cancel(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_ods="A20047",
+        key=row.key,
+        version=row.version,
+        reason="Patient asked to cancel",
+    )
+
+    after = rows_at(receptionist, patient, session, "A20047").rows[0]
+    assert after.cancelled and after.cancellation_reason == "Patient asked to cancel"
+    assert slot.id not in appointments_gp.booked_slot_ids("A20047")
+    booking.refresh_from_db()
+    assert booking.state == BookingState.CANCELLED
+    assert AuditEvent.objects.filter(action="cancel", outcome="success").exists()
+
+
+def test_another_patients_appointment_key_is_a_404_and_audited(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    booked_for = patient_of(receptionist, "documents", session)
+    book(receptionist, booked_for, session, "A20047", first_free_slot(appointments_gp, "A20047"))
+    key = rows_at(receptionist, booked_for, session, "A20047").rows[0].key
+    other = patient_of(receptionist, "placeholders", session)
+
+    with pytest.raises(service.Http404):
+        service.appointment_get(
+            user=receptionist, patient=other, session=session, practice_ods="A20047", key=key
+        )
+    assert AuditEvent.objects.filter(action="access_denied").exists()
+
+
+# Reliability -------------------------------------------------------------------------------------
+
+
+def test_the_same_form_submitted_twice_books_once_and_returns_the_same_booking(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    token = uuid.uuid4()
+
+    first = book(receptionist, patient, session, "A20047", slot, token=token)
+    again = book(receptionist, patient, session, "A20047", slot, token=token)
+
+    assert first.pk == again.pk and again.state == BookingState.CONFIRMED
+    assert appointments_gp.bookings_posted() == 1
+
+
+def test_a_slot_someone_else_just_booked_is_refused_with_the_nearest_alternatives(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    slot = first_free_slot(appointments_gp, "B82617")
+    other_receptionist = make_user("colleague", "Receptionist")
+    book(
+        other_receptionist,
+        patient_of(other_receptionist, "no-documents", SessionStore()),
+        SessionStore(),
+        "B82617",
+        slot,
+    )
+    patient = patient_of(receptionist, "many-documents", session)  # also at B82617
+
+    with pytest.raises(service.SlotTaken) as raised:
+        book(receptionist, patient, session, "B82617", slot)
+
+    taken = raised.value
+    assert "Someone else has just booked this slot" in taken.message
+    assert taken.practice.ods_code == "B82617"
+    assert 0 < len(taken.alternatives) <= service.ALTERNATIVES
+    assert slot.id not in {a.id for a in taken.alternatives}
+    assert {a.practice_ods for a in taken.alternatives} == {"B82617"}
+    mine = Booking.objects.get(user=receptionist)
+    assert mine.state == BookingState.FAILED
+
+
+def test_two_receptionists_booking_one_slot_at_the_same_moment_make_one_booking(
+    appointments_gp: AppointmentSandbox, federation: Any, transactional_db: None
+) -> None:
+    slot = first_free_slot(appointments_gp, "B82617")
+    people = [make_user(f"receptionist{n}", "Receptionist") for n in (1, 2)]
+    sessions = [SessionStore(), SessionStore()]
+    patients = [
+        patient_of(people[0], "no-documents", sessions[0]),
+        patient_of(people[1], "many-documents", sessions[1]),
+    ]
+    start = threading.Barrier(2)
+    outcomes: list[Any] = [None, None]
+
+    def attempt(index: int) -> None:
+        start.wait()
+        try:
+            outcomes[index] = book(people[index], patients[index], sessions[index], "B82617", slot)
+        except service.SlotTaken as taken:
+            outcomes[index] = taken
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    booked = [o for o in outcomes if isinstance(o, Booking)]
+    taken = [o for o in outcomes if isinstance(o, service.SlotTaken)]
+    assert len(booked) == 1 and booked[0].state == BookingState.CONFIRMED
+    assert len(taken) == 1 and taken[0].alternatives
+    assert Booking.objects.filter(state=BookingState.CONFIRMED).count() == 1
+    assert appointments_gp.booked_slot_ids("B82617") >= {slot.id}
+
+
+def test_a_booking_made_but_answered_too_late_is_found_and_shown_booked_once(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User, settings: Any
+) -> None:
+    settings.GPCONNECT_READ_TIMEOUT = 1
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    appointments_gp.sandbox.faults["A20047"] = Faults(write_reply_delay_seconds=3)
+
+    booking = book(receptionist, patient, session, "A20047", slot)
+
+    assert booking.state == BookingState.CONFIRMED and booking.appointment_id
+    assert appointments_gp.bookings_posted() == 1  # never sent again
+    del appointments_gp.sandbox.faults["A20047"]
+    rows = rows_at(receptionist, patient, session, "A20047").rows
+    assert len(rows) == 1 and not rows[0].cancelled
+    event = AuditEvent.objects.get(action="book")
+    assert event.outcome == "success" and "found in the patient's appointments" in event.detail
+
+
+def test_a_practice_unreachable_before_booking_is_sent_nothing_and_the_user_told(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    appointments_gp.sandbox.faults["A20047"] = Faults(error_rate=1.0)
+
+    with pytest.raises(service.GPConnectError) as raised:
+        book(receptionist, patient, session, "A20047", slot)
+
+    assert raised.value.trace_id
+    assert appointments_gp.bookings_posted() == 0
+    assert Booking.objects.get().state == BookingState.FAILED
+    assert AuditEvent.objects.get(action="book").outcome == "failure"
+
+
+def test_a_5xx_to_the_booking_is_reconciled_before_the_user_is_told_anything(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    appointments_gp.refuse_bookings = True
+
+    booking = book(receptionist, patient, session, "A20047", slot)
+
+    assert appointments_gp.bookings_posted() == 1  # sent once, never retried
+    assert booking.state == BookingState.FAILED
+    assert "nothing was booked" in booking.failure
+    assert slot.id not in appointments_gp.booked_slot_ids("A20047")
+    event = AuditEvent.objects.get(action="book")
+    assert event.outcome == "failure" and "not in the patient's appointments" in event.detail
+
+
+def test_a_booking_whose_check_also_fails_is_unknown_and_resolved_when_checked_again(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User, settings: Any
+) -> None:
+    settings.GPCONNECT_READ_TIMEOUT = 1
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    appointments_gp.sandbox.faults["A20047"] = Faults(write_reply_delay_seconds=3)
+    appointments_gp.fail_after_booking = True
+
+    booking = book(receptionist, patient, session, "A20047", slot)
+
+    assert booking.state == BookingState.UNKNOWN
+    assert "Do not book again" in booking.failure
+    assert AuditEvent.objects.get(action="book").outcome == "unknown"
+
+    appointments_gp.fail_after_booking = False
+    checked = service.booking_get(user=receptionist, token=booking.token, session=session)
+
+    assert checked.state == BookingState.CONFIRMED
+    assert appointments_gp.bookings_posted() == 1
+
+
+# Who may do what -----------------------------------------------------------------------------------
+
+
+def test_a_restricted_patient_stops_at_pds_with_no_gp_connect_request(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    with pytest.raises(PatientLookupError) as raised:
+        patient_of(receptionist, "sensitive", SessionStore())
+    assert raised.value.reason == "restricted"
+    assert not [p for p in appointments_gp.paths if "/STU3/" in p]
+    assert AuditEvent.objects.get(action="search").outcome == "denied"
+
+
+def test_a_clinician_sees_appointments_but_cannot_search_slots_or_book(
+    appointments_gp: AppointmentSandbox, federation: Any, clinician: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(clinician, "documents", session)
+    assert service.appointments_list(user=clinician, patient=patient, session=session)
+    with pytest.raises(PermissionDenied):
+        service.slots_search(
+            user=clinician,
+            patient=patient,
+            session=session,
+            practice_codes=["A20047"],
+            start=appointments_gp.today(),
+            days=7,
+            filters=service.SlotFilters(),
+        )
+
+
+def test_free_slot_searches_are_cut_into_windows_of_at_most_fourteen_days() -> None:
+    start = service.date(2030, 1, 1)
+    windows = service.slot_windows(start, start + timedelta(days=29))
+    assert [(b - a).days + 1 for a, b in windows] == [14, 14, 2]
+    assert windows[0][0] == start and windows[-1][1] == start + timedelta(days=29)
+
+
+def test_a_practice_that_fails_is_reported_beside_the_others_slots(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    appointments_gp.sandbox.faults["C81016"] = Faults(error_rate=1.0)
+    found = service.slots_search(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_codes=["A20047", "C81016"],
+        start=appointments_gp.today(),
+        days=7,
+        filters=service.SlotFilters(),
+    )
+    assert [f.practice.ods_code for f in found.failures] == ["C81016"]
+    assert found.failures[0].error.trace_id
+    assert found.shown > 0
+    outcomes = dict(
+        AuditEvent.objects.filter(action="search_slots").values_list("detail", "outcome")
+    )
+    assert sorted(outcomes.values()) == ["failure", "success"]
