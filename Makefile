@@ -37,12 +37,12 @@ install: $(PY_STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP)  ## Install Python and npm 
 
 # The app talks to the sandbox on 127.0.0.1:8001 (the GPCONNECT_* defaults); both stop together.
 demo: export DEMO_MODE = 1
-demo: install  ## Run the app on http://127.0.0.1:8000 against the provider sandbox, with no configuration
+demo: install  ## Run the app (gunicorn), worker, beat and sandbox together, with no configuration
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py demo_users
-	@trap 'kill 0' EXIT INT TERM; \
-	$(BIN)/python -m gpconnect.sandbox --port 8001 --data-dir var/sandbox --no-stress & \
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+	@echo "Starting the sandbox (:8001), the web app under gunicorn (http://127.0.0.1:8000),"
+	@echo "a Celery worker and beat. Ctrl-C stops them all."
+	$(BIN)/honcho --procfile Procfile.demo start
 
 sandbox: install  ## Run only the GP Connect provider sandbox on http://127.0.0.1:8001
 	$(BIN)/python -m gpconnect.sandbox --port 8001 --data-dir var/sandbox

@@ -7,6 +7,7 @@ secure ones (DEBUG off, Secure cookies), except in demo mode (`DEMO_MODE=1`, wha
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from datetime import timedelta
@@ -122,6 +123,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "viewer.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the app server itself (gunicorn has no static handler): compressed,
+    # with long cache headers for hashed names, and no Django request work per file.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -206,6 +210,29 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300)
+
+# Celery beat: purge expired prefetched documents (and those of ended sessions) each minute.
+CELERY_BEAT_SCHEDULE = {
+    "purge-prefetched-documents": {
+        "task": "viewer.tasks.purge_prefetched_documents",
+        "schedule": 60.0,
+    }
+}
+# The worker takes one task at a time per process: prefetches are long network reads.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+
+# Prefetch: large documents are fetched when their list is shown, stored only encrypted
+# (Tink streaming AEAD) through the "prefetch" storage, and purged after PREFETCH_TTL_MINUTES.
+PREFETCH_ENABLED = env_bool("PREFETCH_ENABLED", True)
+PREFETCH_MIN_MB = float(os.environ.get("PREFETCH_MIN_MB", "").strip() or 1)
+PREFETCH_MAX_PER_PATIENT = env_int("PREFETCH_MAX_PER_PATIENT", 10)
+PREFETCH_TTL_MINUTES = env_int("PREFETCH_TTL_MINUTES", 15)
+PREFETCH_MAX_RETRIES = env_int("PREFETCH_MAX_RETRIES", 3)
+# A Tink JSON keyset (cleartext; keep it in a secret store). Without one, a keyset is
+# generated into VAR_DIR on first use: fine for one machine, not for several.
+PREFETCH_KEYSET = env_secret("PREFETCH_KEYSET")
+PREFETCH_KEYSET_PATH = VAR_DIR / "prefetch-keyset.json"
 
 # Sessions and cookies: short idle timeout; Secure cookies unless turned off for http demos
 SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEMO_MODE)
@@ -300,6 +327,28 @@ TIME_ZONE = "Europe/London"
 USE_I18N = True
 USE_TZ = True
 
+# Storage: the prefetched documents' encrypted blobs go through the "prefetch" storage, on
+# the local filesystem unless PREFETCH_STORAGE_BACKEND names another (e.g. django-storages'
+# "storages.backends.s3.S3Storage", with its options as JSON in PREFETCH_STORAGE_OPTIONS)
+# so that several web servers and workers share them.
+_prefetch_backend = os.environ.get("PREFETCH_STORAGE_BACKEND", "").strip()
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "prefetch": {
+        "BACKEND": _prefetch_backend or "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": (
+            json.loads(os.environ.get("PREFETCH_STORAGE_OPTIONS", "").strip() or "{}")
+            if _prefetch_backend
+            else {
+                "location": str(VAR_DIR / "prefetch"),
+                "directory_permissions_mode": 0o700,
+                "file_permissions_mode": 0o600,
+            }
+        ),
+    },
+}
+
 # Static files: our own, plus NHS.UK frontend straight from node_modules (npm ci, not git)
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -313,6 +362,13 @@ STATICFILES_DIRS = [
         for part in ("build", "standard_fonts", "cmaps", "wasm", "iccs")
     ),
 ]
+
+# In demo mode WhiteNoise serves straight from the finders, so `make demo` needs no
+# collectstatic; in production run `manage.py collectstatic` into STATIC_ROOT.
+WHITENOISE_USE_FINDERS = DEMO_MODE or DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+if WHITENOISE_USE_FINDERS:
+    STATIC_ROOT.mkdir(exist_ok=True)  # empty until collectstatic; WhiteNoise warns if missing
 
 # Logging: one line per record to stdout, with the request id when there is one
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"

@@ -44,11 +44,13 @@ def record(
     detail: str = "",
     request: HttpRequest | None = None,
     username: str = "",
+    request_id: str | None = None,
 ) -> AuditEvent:
     """Write one audit event and return it.
 
     Role and organisation are copied from the user's role and profile as they are now.
-    `username` is only used when there is no user (a failed sign-in). Raises ValueError
+    `username` is only used when there is no user (a failed sign-in). `request_id`
+    defaults to the current request's. Raises ValueError
     for an unknown action or outcome, and AnonymousAuditError for a patient action
     without a signed-in user.
     """
@@ -66,7 +68,8 @@ def record(
         document_id=document_id[:200],
         context_id=context_id[:64],
         trace_id=trace_id[:64],
-        request_id=(current_request_id() or "")[:64],
+        # Given explicitly when the row is written after the request (a streamed body).
+        request_id=(request_id if request_id is not None else current_request_id() or "")[:64],
         detail=detail,
     )
     if isinstance(user, User) and signed_in:

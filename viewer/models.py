@@ -172,6 +172,9 @@ class PrefetchedDocument(models.Model):
     asid = models.CharField("ASID", max_length=20)
     url = models.CharField("Binary URL", max_length=2000)
     content_type = models.CharField(max_length=200)
+    filename = models.CharField(max_length=300)  # as the download offers it
+    # Whether the document is a letter, so a letters-only role is refused the others.
+    is_letter = models.BooleanField(default=False)
     expected_size = models.BigIntegerField(null=True, blank=True)
     state = models.CharField(
         max_length=10, choices=PrefetchState.choices, default=PrefetchState.QUEUED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from gpconnect import DocumentSummary, errors, nhs_number
 from viewer.context import PatientContext
@@ -92,6 +93,8 @@ class DocumentRow:
     too_large: bool
     not_for_patient: bool
     key: str = ""  # the opaque id in the document page's URL (services.document_key)
+    # The prefetch's status (a services.prefetch.PrefetchStatus), when there is one.
+    prefetch: Any = None
 
     @classmethod
     def of(cls, document: DocumentSummary, *, key: str, max_bytes: int) -> DocumentRow:

@@ -9,6 +9,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 
 from viewer import services
+from viewer.services import prefetch
 
 
 @receiver(user_logged_out, dispatch_uid="viewer.signals.purge_patient_data")
@@ -16,3 +17,4 @@ def _purge_patient_data(sender: Any, request: HttpRequest | None, **kwargs: Any)
     # Runs before Django flushes the session, so the session still lists what it cached.
     if request is not None and hasattr(request, "session"):
         services.purge_cached_patient_data(request.session)
+        prefetch.purge_session(request.session.session_key)

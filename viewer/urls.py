@@ -13,6 +13,11 @@ urlpatterns = [
     path("patients/<slug:context_id>/", views.patient, name="patient"),
     path("patients/<slug:context_id>/linked/", views.linked, name="linked"),
     path(
+        "patients/<slug:context_id>/prefetch-status",
+        views.prefetch_status,
+        name="prefetch_status",
+    ),
+    path(
         "patients/<slug:context_id>/documents/<str:document_id>/",
         views.document,
         name="document",

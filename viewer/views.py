@@ -100,6 +100,24 @@ def patient(request: HttpRequest, context_id: str) -> HttpResponse:
 @never_cache
 @login_required
 @require_role("Clinician", "Receptionist")
+def prefetch_status(request: HttpRequest, context_id: str) -> HttpResponse:
+    """The document rows' poll: each prefetch's state, swapped out of band into its row."""
+    statuses = services.prefetch_statuses(
+        user=request.user,
+        context_id=context_id,
+        session=request.session,
+        keys=request.GET.getlist("key"),
+    )
+    response = render(request, "viewer/patient.html#prefetch_statuses", {"statuses": statuses})
+    if not any(status.pending for status in statuses):
+        response.status_code = 286  # htmx stops polling on this status
+    return response
+
+
+@require_GET
+@never_cache
+@login_required
+@require_role("Clinician", "Receptionist")
 def linked(request: HttpRequest, context_id: str) -> HttpResponse:
     context = services.patient_context_get(
         user=request.user, context_id=context_id, session=request.session

@@ -17,9 +17,11 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
+import filetype
 import httpx
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -54,6 +56,7 @@ from viewer.context import (
     demographic_differences,
     new_context_id,
 )
+from viewer.encrypted_blobs import BlobUnreadable
 from viewer.presenters import (
     DocumentDetails,
     DocumentRow,
@@ -62,6 +65,7 @@ from viewer.presenters import (
     format_label,
     short_date,
 )
+from viewer.request_id import current_request_id
 
 PAGE_SIZE = 25
 # How long a practice's document list is reused for sorting, paging and keyword changes.
@@ -449,6 +453,11 @@ class DocumentsPage:
     letters_only: bool = False
 
     @property
+    def prefetch_pending_keys(self) -> list[str]:
+        """The rows whose prefetch is still on its way: the status poll asks about these."""
+        return [r.key for r in self.rows if r.prefetch is not None and r.prefetch.pending]
+
+    @property
     def sort_description(self) -> str:
         order = "ascending" if self.filters.direction == "asc" else "descending"
         return f"{SORT_COLUMNS[self.filters.sort].lower()}, {order}"
@@ -596,6 +605,11 @@ def documents_list(
     if letters_only:
         documents = tuple(d for d in documents if _is_letter(d))
     has_not_for_patient = any(d.not_for_patient_disclosure for d in documents)
+    from viewer.services import prefetch  # it imports this module
+
+    prefetch.prefetch_requested(
+        user=user, context=context, documents=documents, session_key=session.session_key or ""
+    )
     if filters.keyword:
         documents = tuple(d for d in documents if _matches(d, filters.keyword))
     ordered = _sorted(documents, filters.sort, filters.direction)
@@ -618,11 +632,14 @@ def documents_list(
             f"{'; from a list fetched ' + search.retrieved_at.isoformat() if from_cache else ''})"
         ),
     )
+    rows = [
+        DocumentRow.of(d, key=document_key(context.id, d.id), max_bytes=max_document_bytes())
+        for d in shown
+    ]
+    statuses = prefetch.statuses(user=user, context_id=context.id, keys=[r.key for r in rows])
+    rows = [replace(r, prefetch=statuses[r.key]) if r.key in statuses else r for r in rows]
     return DocumentsPage(
-        rows=[
-            DocumentRow.of(d, key=document_key(context.id, d.id), max_bytes=max_document_bytes())
-            for d in shown
-        ],
+        rows=rows,
         total=total,
         page=page,
         pages=pages,
@@ -963,8 +980,24 @@ def preview_kind(content_type: str) -> str:
     return PREVIEWABLE_TYPES.get(base_content_type(content_type), "")
 
 
-def document_filename(document: DocumentSummary) -> str:
-    """Return `YYYY-MM-DD <title or type>.<ext>`, safe to offer as a file name anywhere."""
+def sniffed_content_type(declared: str, first_bytes: bytes) -> str:
+    """Return the declared type, or for application/octet-stream the one the bytes show.
+
+    Only the magic numbers `filetype` knows (PDF, images, Office, archives...) are
+    recognised; text and HTML are not guessed, so nothing becomes HTML by sniffing.
+    """
+    declared = base_content_type(declared)
+    if declared != "application/octet-stream" or not first_bytes:
+        return declared
+    guessed = filetype.guess_mime(first_bytes[:8192])
+    return base_content_type(guessed) if guessed else declared
+
+
+def document_filename(document: DocumentSummary, *, content_type: str | None = None) -> str:
+    """Return `YYYY-MM-DD <title or type>.<ext>`, safe to offer as a file name anywhere.
+
+    `content_type` overrides the document's own (when the bytes showed the real type).
+    """
     text = strip_tags(document.title or "") or (document.type.display if document.type else "")
     text = unicodedata.normalize("NFC", text)
     text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
@@ -973,9 +1006,12 @@ def document_filename(document: DocumentSummary) -> str:
     text = " ".join(text.split()).strip(" .")[:FILENAME_STEM_LIMIT].strip(" .") or "document"
     day = as_date(document.created or document.indexed)
     stem = f"{day.isoformat()} {text}" if day else text
-    content_type = base_content_type(document.content_type)
-    extension = _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
-    return stem + extension
+    return stem + extension_for(content_type or document.content_type)
+
+
+def extension_for(content_type: str) -> str:
+    base = base_content_type(content_type)
+    return _EXTENSIONS.get(base) or mimetypes.guess_extension(base) or ".bin"
 
 
 def document_key(context_id: str, document_id: str) -> str:
@@ -1155,12 +1191,25 @@ def document_stream(
     (`DocumentUnavailable`). A provider failure before the first byte raises its
     `GPConnectError`; one part way through is logged, audited and re-raised from the
     iteration, so the browser sees a failed download rather than a short file.
+
+    A document prefetched for this user in this session is served from the encrypted
+    cache without asking the practice, or even reading the cached list.
     """
+    from viewer.services import prefetch  # it imports this module
+
+    prefetched = _prefetched_stream(
+        prefetch, user=user, context_id=context_id, key=document_id, session=session, inline=inline
+    )
+    if prefetched is not None:
+        return prefetched
     context, document = _document_of(
         user=user, context_id=context_id, document_id=document_id, session=session
     )
     action = "view" if inline else "download"
     what = "preview" if inline else "download"
+    # The last audit row is written as the body finishes streaming, after the request's
+    # middleware has reset its id: keep the id now.
+    request_id = current_request_id() or ""
 
     def note(outcome: str, detail: str, trace_id: str = "") -> None:
         audit.record(
@@ -1172,6 +1221,7 @@ def document_stream(
             document_id=document.id,
             trace_id=trace_id,
             detail=f"{what}: {detail}",
+            request_id=request_id,
         )
 
     content_type = base_content_type(document.content_type)
@@ -1202,7 +1252,8 @@ def document_stream(
         )
         chunks = iter(download)
         # Read the first chunk here, so a reply that is wrong from the start is an error
-        # page rather than a failed download.
+        # page rather than a failed download; it also shows the real type of a document
+        # the practice calls application/octet-stream.
         first = next(chunks, b"")
     except GPConnectError as error:
         stack.close()
@@ -1212,44 +1263,138 @@ def document_stream(
         stack.close()
         raise
 
-    def relay() -> Generator[bytes, None, None]:
-        sent = 0
-        try:
-            if first:
-                sent += len(first)
-                yield first
-            for chunk in chunks:
-                sent += len(chunk)
-                yield chunk
-        except GPConnectError as error:
-            logger.warning(
-                "Document %s stopped part way (%d bytes sent): %s; trace ID %s",
-                what,
-                sent,
-                type(error).__name__,
-                download.trace_id,
-            )
-            note(
-                "failure",
-                f"stopped part way after {sent} bytes: {type(error).__name__}: {error.message}",
-                download.trace_id,
-            )
-            raise
-        except GeneratorExit:
-            note("failure", f"abandoned by the browser after {sent} bytes", download.trace_id)
-            raise
-        else:
-            note("success", f"{sent} bytes sent", download.trace_id)
-        finally:
-            stack.close()
-
-    stream = relay()
+    served_type = content_type if inline else sniffed_content_type(content_type, first)
     return DocumentStream(
-        content_type=content_type,
-        filename=document_filename(document),
+        content_type=served_type,
+        filename=document_filename(document, content_type=served_type),
         size=document.size,
-        chunks=_Closing(stream, stack),
+        chunks=_Closing(
+            _relayed(
+                _prepended(first, chunks),
+                note=note,
+                what=what,
+                source="live from the practice",
+                trace_id=download.trace_id,
+                finally_close=stack,
+            ),
+            stack,
+        ),
     )
+
+
+def _prefetched_stream(
+    prefetch: ModuleType,
+    *,
+    user: UserLike,
+    context_id: str,
+    key: str,
+    session: SessionBase,
+    inline: bool,
+) -> DocumentStream | None:
+    """Return the document from the prefetch cache if it is ready and this user may have it.
+
+    The row was made from this user's own list in this session (a letters-only role's
+    rows are letters), so it is enough to check the role's permission now. Anything else
+    (not prefetched, not ready, not allowed) returns None and takes the normal path, which
+    refuses and audits properly.
+    """
+    context = patient_context_get(user=user, context_id=context_id, session=session)
+    ready = prefetch.open_ready(
+        user=user, context=context, key=key, session_key=session.session_key or ""
+    )
+    if ready is None:
+        return None
+    row = ready.row
+    allowed = roles.can(user, "view" if inline else "download")
+    if inline:
+        allowed = allowed and row.content_type in PREVIEWABLE_TYPES
+    if not allowed or (roles.letters_only(user) and not row.is_letter):
+        ready.chunks.close()
+        return None
+    request_id = current_request_id() or ""
+    what = "preview" if inline else "download"
+
+    def note(outcome: str, detail: str, trace_id: str = "") -> None:
+        audit.record(
+            user=user,
+            action="view" if inline else "download",
+            outcome=outcome,
+            nhs_number=context.nhs_number,
+            context_id=context.id,
+            document_id=row.document_id,
+            trace_id=trace_id,
+            detail=f"{what}: {detail}",
+            request_id=request_id,
+        )
+
+    filename = row.filename
+    stem, _, _ = filename.rpartition(".")
+    return DocumentStream(
+        content_type=row.content_type,
+        filename=f"{stem or filename}{extension_for(row.content_type)}",
+        size=row.bytes_fetched,
+        chunks=_relayed(
+            ready.chunks,
+            note=note,
+            what=what,
+            source="from the encrypted prefetch cache",
+            trace_id=row.trace_id,
+        ),
+    )
+
+
+def _prepended(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _relayed(
+    chunks: Iterator[bytes],
+    *,
+    note: Callable[..., None],
+    what: str,
+    source: str,
+    trace_id: str,
+    finally_close: ExitStack | None = None,
+) -> Generator[bytes, None, None]:
+    """Yield the chunks, auditing the end: sent in full, stopped part way, or abandoned.
+
+    A failure part way (the practice stops, a blob does not decrypt) is logged and
+    re-raised, so the server aborts the response and the browser sees a failed download.
+    """
+    sent = 0
+    try:
+        for chunk in chunks:
+            sent += len(chunk)
+            yield chunk
+    except (GPConnectError, BlobUnreadable) as error:
+        message = getattr(error, "message", str(error))
+        logger.warning(
+            "Document %s stopped part way (%d bytes sent, %s): %s; trace ID %s",
+            what,
+            sent,
+            source,
+            type(error).__name__,
+            trace_id,
+        )
+        note(
+            "failure",
+            f"stopped part way after {sent} bytes ({source}): {type(error).__name__}: {message}",
+            trace_id,
+        )
+        raise
+    except GeneratorExit:
+        note("failure", f"abandoned by the browser after {sent} bytes ({source})", trace_id)
+        raise
+    else:
+        note("success", f"{sent} bytes sent {source}", trace_id)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+        if finally_close is not None:
+            finally_close.close()
 
 
 class _Closing(Iterator[bytes]):
@@ -1271,3 +1416,17 @@ class _Closing(Iterator[bytes]):
             self._generator.close()
         finally:
             self._stack.close()
+
+
+def prefetch_statuses(
+    *, user: UserLike, context_id: str, session: SessionBase, keys: Sequence[str]
+) -> list[Any]:
+    """Return the prefetch status of each of these documents, for the rows' poll.
+
+    Raises Http404 for a context outside this user's session, like the patient page.
+    """
+    from viewer.services import prefetch
+
+    context = patient_context_get(user=user, context_id=context_id, session=session)
+    found = prefetch.statuses(user=user, context_id=context.id, keys=keys[:PAGE_SIZE])
+    return [found[key] for key in keys[:PAGE_SIZE] if key in found]
