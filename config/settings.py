@@ -167,7 +167,18 @@ if DATABASE_URL:
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
-        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(VAR_DIR / "db.sqlite3"),
+            # The web server and the Celery worker write at once: write-ahead logging lets
+            # readers carry on, IMMEDIATE transactions queue writers instead of failing
+            # with "database is locked", and NORMAL syncs once per checkpoint, not per commit.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
     }
 
 # Redis: REDIS_URL backs the cache and Celery; without it, in-process cache and a file broker

@@ -29,5 +29,5 @@ PREFETCH_KEYSET_PATH = (
 )
 
 # Tests serve static files from the finders: there is no collectstatic output to serve.
-STATIC_ROOT = None
+STATIC_ROOT = None  # type: ignore[assignment]
 WHITENOISE_USE_FINDERS = True

@@ -50,15 +50,25 @@ class ProfileMissing(PermissionDenied):
     """Raised when a user has no profile, so GP Connect cannot be told who they are."""
 
 
+_ROLE_MEMO = "_viewer_role"
+_UNSET = object()
+
+
 def role_of(user: AnyUser | None) -> str | None:
-    """Return the role the user acts in, or None for anonymous and role-less users."""
+    """Return the role the user acts in, or None for anonymous and role-less users.
+
+    Remembered on the user object, which lives for one request (or one task): a request
+    asks several times, and each answer would otherwise be a query.
+    """
     if not isinstance(user, User) or not user.is_active:
         return None
+    remembered = getattr(user, _ROLE_MEMO, _UNSET)
+    if remembered is not _UNSET:
+        return cast(str | None, remembered)
     groups = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
-    for role in ROLES:
-        if role in groups:
-            return role
-    return ADMIN if user.is_staff else None
+    role = next((r for r in ROLES if r in groups), ADMIN if user.is_staff else None)
+    setattr(user, _ROLE_MEMO, role)
+    return role
 
 
 def can(user: AnyUser | None, action: Action) -> bool:
@@ -112,6 +122,8 @@ def grant_role(user: User, role: str) -> None:
         raise ValueError(f"Unknown role {role!r}; expected one of {ROLES}")
     user.groups.remove(*Group.objects.filter(name__in=ROLES).exclude(name=role))
     user.groups.add(Group.objects.get(name=role))
+    if hasattr(user, _ROLE_MEMO):
+        delattr(user, _ROLE_MEMO)
 
 
 def requesting_user(user: AnyUser) -> RequestingUser:
