@@ -26,7 +26,6 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from gpconnect import (
-    BinaryDecodeError,
     DocumentSummary,
     GPConnectError,
     Interactions,
@@ -260,8 +259,6 @@ def run_prefetch(prefetch_id: int, *, final_attempt: bool) -> str:
         return _fail(
             row, f"prefetch: {type(error).__name__}: {error.message}", error.trace_id or trace_id
         )
-    except BinaryDecodeError as error:
-        return _fail(row, f"prefetch: the practice's reply was not a document: {error}", trace_id)
     except _TooLarge as error:
         return _fail(row, f"prefetch: over the size limit after {error.fetched} bytes", trace_id)
     except Exception:
