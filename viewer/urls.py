@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from viewer import views
+from viewer import appointment_views, views
 from viewer.audit_views import audit_export, audit_search
 
 app_name = "viewer"
@@ -43,4 +43,35 @@ urlpatterns = [
 urlpatterns += [
     path("audit/", audit_search, name="audit"),
     path("audit/export.csv", audit_export, name="audit_export"),
+]
+
+# Appointments: the receptionist's flow (viewer/appointment_views.py).
+urlpatterns += [
+    path("appointments/", appointment_views.start, name="appointments"),
+    path(
+        "appointments/patients/<slug:patient_id>/",
+        appointment_views.slots,
+        name="appointment_slots",
+    ),
+    path(
+        "appointments/patients/<slug:patient_id>/book/",
+        appointment_views.book,
+        name="appointment_book",
+    ),
+    path(
+        "appointments/patients/<slug:patient_id>/booked/",
+        appointment_views.booked,
+        name="appointments_booked",
+    ),
+    path(
+        "appointments/patients/<slug:patient_id>/booked/<slug:ods>/<slug:key>/amend/",
+        appointment_views.amend,
+        name="appointment_amend",
+    ),
+    path(
+        "appointments/patients/<slug:patient_id>/booked/<slug:ods>/<slug:key>/cancel/",
+        appointment_views.cancel,
+        name="appointment_cancel",
+    ),
+    path("appointments/bookings/<uuid:token>/", appointment_views.booking, name="booking"),
 ]

@@ -100,6 +100,14 @@ class _Gateway(_Recorder):
         await super().__call__(scope, receive, send)
 
 
+def point_settings_at(running: AppointmentSandbox, settings: Any) -> None:
+    """Point the app's Spine settings, and our booking details, at this sandbox."""
+    settings.GPCONNECT_SDS_URL = f"{running.base_url}/spine-directory/FHIR/R4"
+    settings.GPCONNECT_PDS_URL = f"{running.base_url}/personal-demographics/FHIR/R4"
+    settings.GPCONNECT_ORGANISATION_TYPE = "gp-practice"
+    settings.GPCONNECT_ORGANISATION_PHONE = PHONE
+
+
 @pytest.fixture
 def appointments_gp(tmp_path: Path, settings: Any) -> Iterator[AppointmentSandbox]:
     """A fresh sandbox, with the app's Spine settings and our booking details pointed at it."""
@@ -110,10 +118,7 @@ def appointments_gp(tmp_path: Path, settings: Any) -> Iterator[AppointmentSandbo
     )
     server = _ThreadedServer(running.sandbox, sock)
     server.server.config.app = _Gateway(server.server.config.app, running)
-    settings.GPCONNECT_SDS_URL = f"{base_url}/spine-directory/FHIR/R4"
-    settings.GPCONNECT_PDS_URL = f"{base_url}/personal-demographics/FHIR/R4"
-    settings.GPCONNECT_ORGANISATION_TYPE = "gp-practice"
-    settings.GPCONNECT_ORGANISATION_PHONE = PHONE
+    point_settings_at(running, settings)
     cache.clear()
     with server:
         yield running

@@ -351,8 +351,10 @@ def test_a_slot_someone_else_just_booked_is_refused_with_the_nearest_alternative
     assert mine.state == BookingState.FAILED
 
 
+# Real transactions: each thread has its own connection; the role groups are kept.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_receptionists_booking_one_slot_at_the_same_moment_make_one_booking(
-    appointments_gp: AppointmentSandbox, federation: Any, transactional_db: None
+    appointments_gp: AppointmentSandbox, federation: Any
 ) -> None:
     slot = first_free_slot(appointments_gp, "B82617")
     people = [make_user(f"receptionist{n}", "Receptionist") for n in (1, 2)]
