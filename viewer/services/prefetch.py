@@ -191,10 +191,12 @@ def _note(row: PrefetchedDocument, outcome: str, detail: str, trace_id: str = ""
 
 
 def _fail(row: PrefetchedDocument, detail: str, trace_id: str = "") -> str:
-    PrefetchedDocument.objects.filter(pk=row.pk).update(
-        state=PrefetchState.FAILED, failure=detail[:300], trace_id=trace_id[:64]
-    )
-    _note(row, "failure", detail, trace_id)
+    # One transaction: whoever sees the row fail also sees why in the audit trail.
+    with transaction.atomic():
+        PrefetchedDocument.objects.filter(pk=row.pk).update(
+            state=PrefetchState.FAILED, failure=detail[:300], trace_id=trace_id[:64]
+        )
+        _note(row, "failure", detail, trace_id)
     return "failed"
 
 
@@ -266,19 +268,23 @@ def run_prefetch(prefetch_id: int, *, final_attempt: bool) -> str:
         logger.exception("Prefetch %s failed unexpectedly; trace ID %s", row.pk, trace_id)
         return _fail(row, "prefetch: an unexpected error (see the worker's log)", trace_id)
 
-    finished = PrefetchedDocument.objects.filter(pk=row.pk, state=PrefetchState.FETCHING).update(
-        state=PrefetchState.READY,
-        blob_name=blob_name,
-        bytes_fetched=size,
-        content_type=content_type,
-        trace_id=trace_id[:64],
-        expires_at=timezone.now() + _ttl(),
-    )
+    with transaction.atomic():
+        finished = PrefetchedDocument.objects.filter(
+            pk=row.pk, state=PrefetchState.FETCHING
+        ).update(
+            state=PrefetchState.READY,
+            blob_name=blob_name,
+            bytes_fetched=size,
+            content_type=content_type,
+            trace_id=trace_id[:64],
+            expires_at=timezone.now() + _ttl(),
+        )
+        if finished:
+            _note(row, "success", f"prefetch: {size} bytes stored encrypted", trace_id)
     if not finished:
         # Purged while it was fetching (sign-out, expiry): the blob must not outlive the row.
         encrypted_blobs.delete(blob_name)
         return "purged"
-    _note(row, "success", f"prefetch: {size} bytes stored encrypted", trace_id)
     return "ready"
 
 
