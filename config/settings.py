@@ -227,7 +227,11 @@ CELERY_BEAT_SCHEDULE = {
     "purge-prefetched-documents": {
         "task": "viewer.tasks.purge_prefetched_documents",
         "schedule": 60.0,
-    }
+    },
+    "purge-converted-documents": {
+        "task": "viewer.tasks.purge_converted_documents",
+        "schedule": 60.0,
+    },
 }
 # The worker takes one task at a time per process: prefetches are long network reads.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -244,6 +248,19 @@ PREFETCH_MAX_RETRIES = env_int("PREFETCH_MAX_RETRIES", 3)
 # generated into VAR_DIR on first use: fine for one machine, not for several.
 PREFETCH_KEYSET = env_secret("PREFETCH_KEYSET")
 PREFETCH_KEYSET_PATH = VAR_DIR / "prefetch-keyset.json"
+
+# Previews and printing (viewer/services/previews.py, printing.py): formats browsers cannot
+# show are converted by Celery within these limits; the results are encrypted blobs in the
+# "prefetch" storage, purged like prefetched documents (PREFETCH_TTL_MINUTES, sign-out).
+PREVIEW_MAX_PAGES = env_int("PREVIEW_MAX_PAGES", 100)
+PREVIEW_MAX_PIXELS = env_int("PREVIEW_MAX_PIXELS", 50_000_000)  # per image page
+CONVERSION_TIMEOUT_SECONDS = env_int("CONVERSION_TIMEOUT_SECONDS", 60)
+LIBREOFFICE_PATH = os.environ.get("LIBREOFFICE_PATH", "").strip() or "soffice"
+PRINT_FONT_PATH = (
+    os.environ.get("PRINT_FONT_PATH", "").strip()
+    or "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+)
+BATCH_PRINT_MAX_DOCUMENTS = env_int("BATCH_PRINT_MAX_DOCUMENTS", 20)
 
 # Sessions and cookies: short idle timeout; Secure cookies unless turned off for http demos
 SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEMO_MODE)

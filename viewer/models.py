@@ -302,3 +302,124 @@ class Booking(models.Model):
 
     def __str__(self) -> str:
         return f"booking {self.token} {self.state} {self.practice_ods} {self.first_slot_id}"
+
+
+class ConversionState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    CONVERTING = "converting", "Converting"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+CONVERSION_PENDING = (ConversionState.QUEUED, ConversionState.CONVERTING)
+
+
+class ConvertedDocument(models.Model):
+    """A preview the server made of a format browsers cannot show, for one user and context.
+
+    `kind` says what was made: "pages" (PNG images, one blob each), "pdf" (from a word
+    processor document), "html" (sanitised) or "text". The blobs are encrypted like
+    prefetched documents and go with them: on expiry, at sign-out and when the session ends.
+    The practice's endpoint is copied from the patient context for the Celery task.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversions"
+    )
+    session_key = models.CharField(max_length=64, db_index=True)
+    context_id = models.CharField("patient context id", max_length=64)
+    document_key = models.CharField(max_length=64)  # the opaque id URLs carry
+    document_id = models.CharField(max_length=500)  # the provider's id (audit only)
+    nhs_number = models.CharField("NHS number", max_length=10)
+    practice_ods = models.CharField("practice ODS code", max_length=10)
+    service_root = models.CharField(max_length=500)
+    asid = models.CharField("ASID", max_length=20)
+    url = models.CharField("Binary URL", max_length=2000)
+    content_type = models.CharField(max_length=200)
+    is_letter = models.BooleanField(default=False)
+    kind = models.CharField(max_length=10)
+    state = models.CharField(
+        max_length=10, choices=ConversionState.choices, default=ConversionState.QUEUED
+    )
+    progress = models.PositiveSmallIntegerField(default=0)  # percent
+    pages = models.PositiveIntegerField(default=0)
+    output_type = models.CharField(max_length=100, blank=True)
+    blob_names = models.JSONField(default=list)
+    failure = models.CharField(max_length=300, blank=True)
+    trace_id = models.CharField("Ssp-TraceID", max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "context_id", "document_key"], name="one_conversion_per_document"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"conversion {self.pk} {self.kind} {self.state}"
+
+    @property
+    def pending(self) -> bool:
+        return self.state in CONVERSION_PENDING
+
+
+class PrintJob(models.Model):
+    """One print: a PDF the server builds with provenance on every page, for one user.
+
+    A batch has a cover sheet listing every document asked for, with the reason for any
+    that could not be printed. `documents` holds what the task needs of each (no session);
+    `results` what became of each. The PDF is an encrypted blob, purged like a prefetch.
+    """
+
+    token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="print_jobs"
+    )
+    session_key = models.CharField(max_length=64, db_index=True)
+    context_id = models.CharField("patient context id", max_length=64)
+    nhs_number = models.CharField("NHS number", max_length=10)
+    practice_ods = models.CharField("practice ODS code", max_length=10)
+    service_root = models.CharField(max_length=500)
+    asid = models.CharField("ASID", max_length=20)
+    batch = models.BooleanField(default=False)
+    provenance = models.JSONField(default=dict)  # patient, printed by, role and when
+    documents = models.JSONField(default=list)
+    results = models.JSONField(default=list)
+    state = models.CharField(
+        max_length=10, choices=ConversionState.choices, default=ConversionState.QUEUED
+    )
+    done = models.PositiveSmallIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    blob_name = models.CharField(max_length=200, blank=True)
+    failure = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"print {self.token} {self.state} {self.done}/{len(self.documents)}"
+
+    @property
+    def pending(self) -> bool:
+        return self.state in CONVERSION_PENDING
+
+    @property
+    def total(self) -> int:
+        return len(self.documents)
+
+    @property
+    def current(self) -> int:
+        """The number of the document being prepared ("Preparing 2 of 4")."""
+        return min(self.done + 1, self.total)
+
+    @property
+    def outcomes(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Each document asked for, with what became of it (once the job has run)."""
+        return list(zip(self.documents, self.results, strict=False))
+
+    @property
+    def not_printed(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        return [(entry, result) for entry, result in self.outcomes if result["status"] != "printed"]

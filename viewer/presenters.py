@@ -95,9 +95,12 @@ class DocumentRow:
     key: str = ""  # the opaque id in the document page's URL (services.document_key)
     # The prefetch's status (a services.prefetch.PrefetchStatus), when there is one.
     prefetch: Any = None
+    letter: bool = False  # a letter (services._is_letter): "select all letters" picks it
 
     @classmethod
-    def of(cls, document: DocumentSummary, *, key: str, max_bytes: int) -> DocumentRow:
+    def of(
+        cls, document: DocumentSummary, *, key: str, max_bytes: int, letter: bool = False
+    ) -> DocumentRow:
         """Format one document; `max_bytes` is the retrieval limit (GPCONNECT_MAX_DOCUMENT_MB)."""
         created, indexed = as_date(document.created), as_date(document.indexed)
         too_large = document.size is not None and document.size > max_bytes
@@ -124,6 +127,7 @@ class DocumentRow:
             too_large=too_large,
             not_for_patient=document.not_for_patient_disclosure,
             key=key,
+            letter=letter,
         )
 
 

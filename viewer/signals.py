@@ -9,7 +9,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 
 from viewer import services
-from viewer.services import prefetch
+from viewer.services import prefetch, previews, printing
 
 
 @receiver(user_logged_out, dispatch_uid="viewer.signals.purge_patient_data")
@@ -18,3 +18,5 @@ def _purge_patient_data(sender: Any, request: HttpRequest | None, **kwargs: Any)
     if request is not None and hasattr(request, "session"):
         services.purge_cached_patient_data(request.session)
         prefetch.purge_session(request.session.session_key)
+        previews.purge_session(request.session.session_key)
+        printing.purge_session(request.session.session_key)

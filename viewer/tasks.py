@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 from django.conf import settings
 
-from viewer.services import prefetch
+from viewer.services import prefetch, previews, printing
 
 
 @shared_task
@@ -33,3 +33,34 @@ def prefetch_document(self: Task[..., str], prefetch_id: int) -> str:
 def purge_prefetched_documents() -> int:
     """Celery beat: purge expired prefetches and those of sessions that have ended."""
     return prefetch.purge_stale()
+
+
+# A conversion ends well within these, so hitting one means a hostile or broken file: the
+# soft limit raises inside the task (LibreOffice's process group is killed on the way out);
+# the hard limit kills the worker process itself.
+CONVERSION_SOFT_LIMIT = 120
+CONVERSION_HARD_LIMIT = 150
+
+
+@shared_task(
+    ignore_result=True, soft_time_limit=CONVERSION_SOFT_LIMIT, time_limit=CONVERSION_HARD_LIMIT
+)
+def convert_document(conversion_id: int) -> str:
+    """Make a preview of a format browsers cannot show, as the user who asked for it."""
+    return previews.run_conversion(conversion_id)
+
+
+@shared_task(ignore_result=True)
+def build_print(job_id: int) -> str:
+    """Build a print PDF (one document, or a batch with its cover sheet) with provenance.
+
+    It runs under the worker's CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT: a
+    batch converts several documents one after the other.
+    """
+    return printing.run_print_job(job_id)
+
+
+@shared_task
+def purge_converted_documents() -> int:
+    """Celery beat: purge expired previews and prints, and those of ended sessions."""
+    return previews.purge_stale() + printing.purge_stale()

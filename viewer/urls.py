@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from viewer import appointment_views, views
+from viewer import appointment_views, preview_views, views
 from viewer.audit_views import audit_export, audit_search
 
 app_name = "viewer"
@@ -24,7 +24,7 @@ urlpatterns = [
     ),
     path(
         "patients/<slug:context_id>/documents/<str:document_id>/print",
-        views.document_print,
+        preview_views.document_print,
         name="document_print",
     ),
     path(
@@ -36,6 +36,36 @@ urlpatterns = [
         "patients/<slug:context_id>/documents/<str:document_id>/inline",
         views.document_inline,
         name="document_inline",
+    ),
+]
+
+# Previews made on the server, print PDFs and batch printing (viewer/preview_views.py).
+urlpatterns += [
+    path(
+        "patients/<slug:context_id>/documents/<str:document_id>/preview",
+        preview_views.document_preview,
+        name="document_preview",
+    ),
+    path(
+        "patients/<slug:context_id>/documents/<str:document_id>/preview/<int:part>",
+        preview_views.document_converted,
+        name="document_converted",
+    ),
+    path("patients/<slug:context_id>/print/", preview_views.batch_print, name="batch_print"),
+    path(
+        "patients/<slug:context_id>/prints/<uuid:token>/",
+        preview_views.print_job,
+        name="print_job",
+    ),
+    path(
+        "patients/<slug:context_id>/prints/<uuid:token>/status",
+        preview_views.print_status,
+        name="print_status",
+    ),
+    path(
+        "patients/<slug:context_id>/prints/<uuid:token>/pdf",
+        preview_views.print_pdf,
+        name="print_pdf",
     ),
 ]
 

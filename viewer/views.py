@@ -171,34 +171,6 @@ def document(request: HttpRequest, context_id: str, document_id: str) -> HttpRes
 @never_cache
 @login_required
 @require_role("Clinician", "Receptionist")
-def document_print(request: HttpRequest, context_id: str, document_id: str) -> HttpResponse:
-    try:
-        printing = services.document_print(
-            user=request.user,
-            context_id=context_id,
-            document_id=document_id,
-            session=request.session,
-        )
-    except GPConnectError as exc:
-        return _document_error(request, context_id, document_id, exc)
-    view = printing.document
-    return render(
-        request,
-        "viewer/document_print.html",
-        {
-            "printing": printing,
-            "document": view,
-            "details": view.details,
-            "context": view.context,
-            "banner": PatientBanner.of(view.context, today=timezone.localdate()),
-        },
-    )
-
-
-@require_GET
-@never_cache
-@login_required
-@require_role("Clinician", "Receptionist")
 def document_download(request: HttpRequest, context_id: str, document_id: str) -> HttpResponseBase:
     return _document_bytes(request, context_id, document_id, inline=False)
 

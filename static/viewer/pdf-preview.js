@@ -97,7 +97,9 @@ async function printPreview(element) {
   say(element, `Ready to print: ${pdf.numPages} page${pdf.numPages === 1 ? "" : "s"}.`);
 }
 
-for (const element of document.querySelectorAll("[data-pdf-preview]")) {
+function start(element) {
+  if (element.dataset.pdfStarted) return;
+  element.dataset.pdfStarted = "true";
   const printing = element.dataset.pdfPreview === "print";
   (printing ? printPreview(element) : screenPreview(element))
     .then(() => {
@@ -108,6 +110,16 @@ for (const element of document.querySelectorAll("[data-pdf-preview]")) {
       element.dataset.pdfReady = "failed";
       // A broken or hostile file: say so plainly; the download is still offered.
       say(element, "This PDF could not be shown. Download it to open it on this computer.");
+      if (printing) document.dispatchEvent(new CustomEvent("viewer:print-failed"));
       console.warn("PDF preview failed:", error && error.name);
     });
 }
+
+function startAll(root) {
+  if (root.matches && root.matches("[data-pdf-preview]")) start(root);
+  for (const element of root.querySelectorAll("[data-pdf-preview]")) start(element);
+}
+
+startAll(document);
+// A server-made preview or a print arrives later, swapped in by htmx.
+document.addEventListener("htmx:load", (event) => startAll(event.detail.elt));

@@ -1,4 +1,4 @@
-"""PDF previews drawn by pdf.js and the print page, in a real browser under our CSP."""
+"""PDF previews drawn by pdf.js, in a real browser under our CSP (printing: test_previews_and_printing.py)."""
 
 from __future__ import annotations
 
@@ -65,23 +65,3 @@ def test_a_pdf_is_drawn_page_by_page_with_navigation_and_zoom(browsing: Browsing
     )
     assert canvas.bounding_box()["width"] > width  # type: ignore[index]
     browsing.assert_no_console_errors()
-
-
-def test_the_print_page_draws_every_page_under_the_provenance(browsing: Browsing) -> None:
-    open_letter(browsing)
-    page = browsing.page
-    # The print dialogue would block a headless browser: count the calls instead.
-    page.add_init_script(
-        "window.print = () => { window.printCalls = (window.printCalls || 0) + 1; }"
-    )
-    page.get_by_role("link", name="Print").click()
-    page.wait_for_selector("body[data-print-ready='true']")
-    pages = page.locator("canvas.viewer-print__page")
-    assert pages.count() == 2
-    assert all(pages.nth(i).evaluate(CANVAS_HAS_INK) for i in range(2))
-    provenance = page.locator("[data-print-provenance]").inner_text()
-    assert "NHS No. 999 000 0018" in provenance
-    assert "it may not be the latest version" in provenance
-    assert page.evaluate("window.printCalls") == 1
-    assert page.get_by_role("button", name="Print").is_enabled()
-    browsing.assert_sound_page()

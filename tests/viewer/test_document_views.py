@@ -15,7 +15,7 @@ from django.urls import reverse
 from gpconnect import GPConnectError
 from tests.viewer.conftest import RecordingSandbox, make_user
 from tests.viewer.test_patient_views import open_patient
-from viewer.models import AuditEvent
+from viewer.models import AuditEvent, PrintJob
 from viewer.services import document_key, document_stream
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +27,10 @@ DOCX_BOLD = "doc-9990000018-020"  # titled "<b>bold</b> care plan"
 DOCX = "doc-9990000018-028"
 HTML = "doc-9990000018-031"
 OCTET_STREAM = "doc-9990000018-038"
+TIFF = "doc-9990000018-023"
+XML = "doc-9990000018-034"
+WAV = "doc-9990000018-036"
+AU = "doc-9990000018-037"  # audio/x-au: no browser plays it
 PLACEHOLDER = "doc-9990000026-001"  # MRI lumbar spine: over 5 MB, no url
 
 
@@ -100,14 +104,36 @@ def test_the_document_page_shows_an_image_preview_as_an_img(
     assert f'<img src="{url("document_inline", context_id, PNG)}"' in html
 
 
-@pytest.mark.parametrize("document_id", [DOCX, OCTET_STREAM, HTML])
-def test_formats_the_browser_cannot_show_safely_say_they_cannot_be_previewed(
+@pytest.mark.parametrize("document_id", [OCTET_STREAM, AU])
+def test_formats_neither_the_browser_nor_the_server_can_show_say_they_cannot_be_previewed(
     clinician_client: Client, context_id: str, document_id: str
 ) -> None:
     html = clinician_client.get(url("document", context_id, document_id)).content.decode()
     assert "This format cannot be previewed" in html
     assert "<iframe" not in html and "<img" not in html
     assert url("document_download", context_id, document_id) in html
+
+
+@pytest.mark.parametrize("document_id", [DOCX, HTML, TIFF, XML])
+def test_formats_the_server_converts_get_a_preview_region_that_asks_for_the_conversion(
+    clinician_client: Client, context_id: str, document_id: str
+) -> None:
+    html = clinician_client.get(url("document", context_id, document_id)).content.decode()
+    assert "This format cannot be previewed" not in html
+    assert f'hx-get="{url("document_preview", context_id, document_id)}"' in html
+    assert 'hx-trigger="load"' in html and "Preparing the preview" in html
+    assert "<iframe" not in html  # nothing of the document itself until it is converted
+
+
+def test_a_recording_in_a_format_browsers_play_gets_the_browsers_own_player(
+    clinician_client: Client, context_id: str
+) -> None:
+    html = clinician_client.get(url("document", context_id, WAV)).content.decode()
+    assert (
+        f'<audio class="viewer-document__media" controls preload="metadata" src="{url("document_inline", context_id, WAV)}"'
+        in html
+    )
+    assert url("document_print", context_id, WAV) not in html  # a recording is not printed
 
 
 def test_a_placeholder_page_gives_the_reason_and_no_download(
@@ -311,38 +337,45 @@ def test_documents_over_the_size_limit_are_explained_and_never_fetched(
     assert not any("/Binary/" in path for path in gp.paths)
 
 
-def test_the_print_page_carries_the_provenance_and_is_audited_as_a_print(
+def test_print_queues_a_print_pdf_and_shows_its_progress_page(
     clinician_client: Client, context_id: str
 ) -> None:
     response = clinician_client.get(url("document_print", context_id, PDF))
-    html = response.content.decode()
-    assert response.status_code == 200
-    assert "no-store" in response["Cache-Control"]
-    provenance = html.split("data-print-provenance>", 1)[1].split("</div>", 1)[0]
-    for text in (
-        "WHITAKER, Margaret Ann (Mrs)",
-        "NHS No. 999 000 0018",
-        "Born 14-Mar-1948",
-        "Riverside Medical Practice (A20047)",
-        "Inpatient discharge summary - community-acquired pneumonia",
-        "Printed by Dr Alex Clinician (clinician), Clinician",
-        "Retrieved from the GP record via GP Connect; it may not be the latest version.",
-    ):
-        assert text in provenance
-    assert f'data-pdf-preview="print" data-src="{url("document_inline", context_id, PDF)}"' in html
-    event = AuditEvent.objects.get(action="print")
-    assert (event.outcome, event.document_id, event.username) == ("success", PDF, "clinician")
-    assert event.nhs_number == "9990000018"
+    job = PrintJob.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse(
+        "viewer:print_job", kwargs={"context_id": context_id, "token": job.token}
+    )
+    assert job.provenance["patient"] == (
+        "WHITAKER, Margaret Ann (Mrs) · NHS No. 999 000 0018 · Born 14-Mar-1948"
+    )
+    assert job.provenance["printed"].startswith(
+        "Printed by Dr Alex Clinician (clinician), Clinician, at "
+    )
+    assert [d["document_id"] for d in job.documents] == [PDF]
+    assert job.documents[0]["practice"] == "Riverside Medical Practice (A20047)"
+
+    page = clinician_client.get(response["Location"])
+    html = page.content.decode()
+    assert page.status_code == 200 and "no-store" in page["Cache-Control"]
+    assert "Preparing the document for printing" in html and 'hx-trigger="every 1s"' in html
+    status_url = reverse(
+        "viewer:print_status", kwargs={"context_id": context_id, "token": job.token}
+    )
+    assert clinician_client.get(status_url).status_code == 200  # still polling
+    # Nothing is printed (or audited as printed) until the PDF has been built.
+    assert not AuditEvent.objects.filter(action="print").exists()
 
 
-@pytest.mark.parametrize("document_id", [DOCX, OCTET_STREAM, HTML])
-def test_formats_the_browser_cannot_draw_are_not_printed_here_and_the_refusal_is_audited(
+@pytest.mark.parametrize("document_id", [OCTET_STREAM, AU])
+def test_formats_that_cannot_be_printed_have_no_print_button_and_the_refusal_is_audited(
     clinician_client: Client, context_id: str, document_id: str
 ) -> None:
     page = clinician_client.get(url("document", context_id, document_id)).content.decode()
     assert url("document_print", context_id, document_id) not in page
     assert clinician_client.get(url("document_print", context_id, document_id)).status_code == 404
     assert AuditEvent.objects.get(action="print").outcome == "denied"
+    assert not PrintJob.objects.exists()
 
 
 def test_a_placeholder_cannot_be_printed(
@@ -376,7 +409,9 @@ def test_a_receptionist_prints_a_letter_though_they_may_not_download_it(
     assert url("document_print", context, PDF) in page
     assert url("document_download", context, PDF) not in page
     response = client.get(url("document_print", context, PDF))
-    assert response.status_code == 200
+    assert response.status_code == 302
     assert (
-        "Printed by Dr Alex Receptionist (receptionist), Receptionist" in response.content.decode()
+        PrintJob.objects.get()
+        .provenance["printed"]
+        .startswith("Printed by Dr Alex Receptionist (receptionist), Receptionist, at ")
     )

@@ -633,7 +633,12 @@ def documents_list(
         ),
     )
     rows = [
-        DocumentRow.of(d, key=document_key(context.id, d.id), max_bytes=max_document_bytes())
+        DocumentRow.of(
+            d,
+            key=document_key(context.id, d.id),
+            max_bytes=max_document_bytes(),
+            letter=_is_letter(d),
+        )
         for d in shown
     ]
     statuses = prefetch.statuses(user=user, context_id=context.id, keys=[r.key for r in rows])
@@ -871,6 +876,16 @@ PREVIEWABLE_TYPES: dict[str, str] = {
     "image/jpeg": "image",
     "image/gif": "image",
     "text/plain": "text",
+    # The browser's own player; formats it cannot play (audio/x-au, video/mpeg) are not here.
+    "audio/wav": "audio",
+    "audio/x-wav": "audio",
+    "audio/wave": "audio",
+    "audio/mpeg": "audio",
+    "audio/ogg": "audio",
+    "audio/webm": "audio",
+    "video/mp4": "video",
+    "video/webm": "video",
+    "video/ogg": "video",
 }
 
 _EXTENSIONS: dict[str, str] = {
@@ -940,6 +955,20 @@ class DocumentView:
     @property
     def fetchable(self) -> bool:
         return self.retrievable and not self.too_large
+
+    @property
+    def conversion(self) -> str:
+        """How the server converts it for preview ("pages", "pdf", "html", "text"), or ""."""
+        from viewer.services.previews import conversion_kind  # it imports this module
+
+        return conversion_kind(self.details.content_type)
+
+    @property
+    def printable(self) -> bool:
+        """Whether Print makes a PDF of it (printing.py): fetchable, in a format it prints."""
+        from viewer.services.printing import print_kind
+
+        return self.fetchable and bool(print_kind(self.details.content_type))
 
 
 class DocumentStream:
@@ -1109,70 +1138,11 @@ def document_get(
     )
 
 
-@dataclass(frozen=True)
-class PrintView:
-    """What the print page shows: the document, and who printed it when (provenance)."""
-
-    document: DocumentView
-    printed_by: str
-    printed_role: str
-    printed_at: datetime
-
-
 def _display_name(user: UserLike) -> str:
     """Return "Dr Alex Clinician (username)" from the profile, or the username alone."""
     who = roles.requesting_user(user)
     name = " ".join([*who.prefixes, *who.given_names, who.family_name])
     return f"{name} ({user.get_username()})"
-
-
-def document_print(
-    *, user: UserLike, context_id: str, document_id: str, session: SessionBase
-) -> PrintView:
-    """Return the print page's document and provenance; audits "print".
-
-    Only documents the browser can draw (PDF, images, text) print here, and only for
-    roles that may print; anything else is refused and audited as a denied print.
-    """
-    context, document = _document_of(
-        user=user, context_id=context_id, document_id=document_id, session=session
-    )
-
-    def note(outcome: str, detail: str) -> None:
-        audit.record(
-            user=user,
-            action="print",
-            outcome=outcome,
-            nhs_number=context.nhs_number,
-            context_id=context.id,
-            document_id=document.id,
-            detail=detail,
-        )
-
-    if not roles.can(user, "print"):
-        note("denied", "the user's role may not print documents")
-        raise PermissionDenied
-    view = DocumentView(
-        context=context,
-        details=DocumentDetails.of(document, key=document_key(context.id, document.id)),
-        retrievable=document.retrievable,
-        too_large=document.size is not None and document.size > max_document_bytes(),
-        preview=preview_kind(document.content_type),
-        not_for_patient=document.not_for_patient_disclosure,
-        can_download=roles.can(user, "download"),
-        max_document_mb=int(settings.GPCONNECT_MAX_DOCUMENT_MB),
-        can_print=True,
-    )
-    if not view.fetchable or not view.preview:
-        note("denied", "not printable here: a placeholder, too large, or not a previewed format")
-        raise Http404("This document cannot be printed here")
-    note("success", f"print page opened ({view.details.format})")
-    return PrintView(
-        document=view,
-        printed_by=_display_name(user),
-        printed_role=roles.role_of(user) or "",
-        printed_at=timezone.now(),
-    )
 
 
 def document_stream(

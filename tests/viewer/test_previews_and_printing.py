@@ -1,0 +1,479 @@
+"""Server-made previews, print PDFs and batch printing, with a real Celery worker.
+
+The worker runs in a thread of the test process (as in test_prefetch.py), consuming from
+the configured broker; the database is transactional so it sees what requests committed.
+Hostile files are served by the sandbox in place of real documents for one test each.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.test import Client
+from django.urls import reverse
+from pypdf import PdfReader
+
+from config.celery import app as celery_app
+from tests.viewer.conftest import RecordingSandbox, make_user
+from tests.viewer.test_document_views import (
+    DOCX,
+    HTML,
+    OCTET_STREAM,
+    PDF,
+    TIFF,
+    XML,
+    body_of,
+    context_id_of,
+    url,
+)
+from tests.viewer.test_prefetch import list_documents, sandbox_document
+from viewer.models import AuditEvent, ConversionState, ConvertedDocument, PrintJob
+from viewer.services import previews
+from viewer.services.previews import ConversionFailed
+from viewer.tasks import purge_converted_documents
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.services("redis"),
+]
+
+BMP = "doc-9990000018-027"
+RTF = "doc-9990000018-029"
+TEXT = "doc-9990000018-033"
+DERMATOLOGY_LETTER = "doc-9990000018-006"  # 1 page
+PHYSIO_LETTER = "doc-9990000018-012"  # 2 pages, typed "Letter"
+DVLA_LETTER = "doc-9990000018-028"  # a Word letter
+NOTICE = "Retrieved from the GP record via GP Connect; it may not be the latest version."
+
+
+@pytest.fixture
+def blobs(settings: Any, tmp_path: Path) -> Path:
+    """The encrypted blobs in a temporary folder (prefetch stays off); return that folder."""
+    folder = tmp_path / "blobs"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "prefetch": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder)},
+        },
+    }
+    return folder
+
+
+@pytest.fixture
+def worker(blobs: Path) -> Iterator[None]:
+    """A real Celery worker on the real broker, with the queue emptied of older tests' work."""
+    celery_app.control.purge()
+    with start_worker(
+        celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=60
+    ):
+        yield
+
+
+def wait_for_conversion(document_id: str, timeout: float = 90) -> ConvertedDocument:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = ConvertedDocument.objects.filter(document_id=document_id).first()
+        if row is not None and not row.pending:
+            return row
+        time.sleep(0.1)
+    raise AssertionError(f"the conversion of {document_id} never finished")
+
+
+def wait_for_print(timeout: float = 120) -> PrintJob:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = PrintJob.objects.order_by("-pk").first()
+        if job is not None and not job.pending:
+            return job
+        time.sleep(0.1)
+    raise AssertionError("the print never finished")
+
+
+def preview(client: Client, context_id: str, document_id: str) -> tuple[int, str]:
+    """Ask for the preview region as htmx does; return the status and the HTML."""
+    response = client.get(url("document_preview", context_id, document_id), HTTP_HX_REQUEST="true")
+    return response.status_code, response.content.decode()
+
+
+def converted(client: Client, context_id: str, document_id: str, part: int) -> Any:
+    key = url("document", context_id, document_id).rstrip("/").rsplit("/", 1)[1]
+    return client.get(
+        reverse(
+            "viewer:document_converted",
+            kwargs={"context_id": context_id, "document_id": key, "part": part},
+        )
+    )
+
+
+def pdf_text(data: bytes) -> list[str]:
+    """Return each page's text with its whitespace made single spaces."""
+    return [" ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(data)).pages]
+
+
+def running(pid: int) -> bool:
+    """Return True if the process exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@contextmanager
+def served_instead(gp: RecordingSandbox, document_id: str, data: bytes) -> Iterator[None]:
+    """Have the sandbox send `data` as this document's bytes for a while."""
+    path = gp.sandbox.data_dir / sandbox_document(gp, document_id).file
+    saved = path.read_bytes()
+    path.write_bytes(data)
+    try:
+        yield
+    finally:
+        path.write_bytes(saved)
+
+
+def tiff_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A 160-byte TIFF that claims 10 gigapixels: a decompression bomb's header."""
+    entries = [  # (tag, type, value): 3 = SHORT, 4 = LONG; sorted by tag as TIFF requires
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 1),
+        (259, 3, 4),  # CCITT group 4
+        (262, 3, 0),
+        (273, 4, 8 + 2 + 9 * 12 + 4),
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, 16),
+    ]
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        packed = struct.pack("<I", value) if kind == 4 else struct.pack("<HH", value, 0)
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + b"\x00" * 16
+
+
+# Previews ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document_id", "kind", "parts"),
+    [(TIFF, "pages", 3), (BMP, "pages", 1), (DOCX, "pdf", 1), (RTF, "pdf", 1), (XML, "text", 1)],
+)
+def test_formats_browsers_cannot_show_are_converted_by_the_worker_into_a_preview(
+    gp: RecordingSandbox,
+    clinician_client: Client,
+    worker: None,
+    document_id: str,
+    kind: str,
+    parts: int,
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+
+    status, html = preview(clinician_client, context_id, document_id)
+    assert status == 200 and 'hx-trigger="every 1s"' in html  # polling while it converts
+    row = wait_for_conversion(document_id)
+    status, html = preview(clinician_client, context_id, document_id)
+
+    assert row.state == ConversionState.READY and row.pages == parts
+    assert status == 286  # htmx stops polling
+    assert f'data-conversion="{kind}"' in html
+    first = converted(clinician_client, context_id, document_id, 1)
+    body = body_of(first)
+    assert first["Content-Security-Policy"].startswith("sandbox; default-src 'none'")
+    assert first["X-Content-Type-Options"] == "nosniff"
+    if kind == "pages":
+        assert body.startswith(b"\x89PNG") and f"Page 1 of {parts}" in html
+        assert converted(clinician_client, context_id, document_id, parts + 1).status_code == 404
+    elif kind == "pdf":
+        assert len(PdfReader(io.BytesIO(body)).pages) >= 1
+        assert "data-pdf-preview" in html
+    else:
+        assert b"PathologyReport" in body and first["Content-Type"].startswith("text/plain")
+        assert "<iframe" in html and " sandbox " in html
+    success = AuditEvent.objects.get(
+        action="view",
+        document_id=document_id,
+        outcome="success",
+        detail__startswith="preview conversion",
+    )
+    assert success.username == "clinician" and success.trace_id
+
+
+def test_html_is_shown_sanitised_in_a_sandboxed_frame_with_no_script_left(
+    gp: RecordingSandbox, clinician_client: Client, worker: None
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+    preview(clinician_client, context_id, HTML)
+    wait_for_conversion(HTML)
+    _, html = preview(clinician_client, context_id, HTML)
+
+    response = converted(clinician_client, context_id, HTML, 1)
+    body = body_of(response).decode()
+    assert "<iframe" in html and " sandbox " in html
+    assert "Electronic discharge summary" in body and "<table" in body
+    assert "<script" not in body and "SCRIPT EXECUTED" not in body and "onclick" not in body
+    assert "script-src" not in response["Content-Security-Policy"]  # default-src 'none' rules
+    assert response["Content-Security-Policy"].startswith("sandbox; default-src 'none'")
+
+
+def test_a_tiff_bomb_is_refused_with_a_clear_message_and_the_worker_carries_on(
+    gp: RecordingSandbox, clinician_client: Client, worker: None
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+    with served_instead(gp, TIFF, tiff_bomb()):
+        preview(clinician_client, context_id, TIFF)
+        failed = wait_for_conversion(TIFF, timeout=30)
+    status, html = preview(clinician_client, context_id, TIFF)
+
+    assert failed.state == ConversionState.FAILED
+    assert status == 286 and "The preview could not be made" in html
+    assert "too large to convert safely" in html
+    assert not failed.blob_names
+    assert AuditEvent.objects.filter(action="view", document_id=TIFF, outcome="failure").exists()
+    # The same worker goes straight on to the next conversion.
+    preview(clinician_client, context_id, BMP)
+    assert wait_for_conversion(BMP, timeout=30).state == ConversionState.READY
+
+
+def test_another_users_converted_preview_is_a_404(
+    gp: RecordingSandbox, clinician_client: Client, worker: None
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+    preview(clinician_client, context_id, BMP)
+    wait_for_conversion(BMP)
+    other = Client()
+    other.force_login(make_user("another-clinician", "Clinician"))
+
+    assert converted(other, context_id, BMP, 1).status_code == 404
+    assert other.get(url("document_preview", context_id, BMP)).status_code == 404
+
+
+def test_a_converter_that_runs_too_long_is_killed_with_its_whole_process_group(
+    tmp_path: Path, settings: Any
+) -> None:
+    marker = tmp_path / "child.pid"
+    fake = tmp_path / "soffice"
+    # A "LibreOffice" that starts a child, as soffice starts soffice.bin, then hangs.
+    fake.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {marker}\nwait\n")
+    fake.chmod(0o755)
+    settings.LIBREOFFICE_PATH = str(fake)
+    settings.CONVERSION_TIMEOUT_SECONDS = 1
+    started = time.monotonic()
+
+    with pytest.raises(ConversionFailed, match="took longer than 1 seconds and was stopped"):
+        previews.office_to_pdf(b"{\\rtf1 hello}", suffix=".rtf")
+
+    assert time.monotonic() - started < 10
+    assert not running(int(marker.read_text()))  # the converter's child went with it
+
+
+def test_a_word_document_that_is_not_what_it_claims_never_reaches_libreoffice() -> None:
+    with pytest.raises(ConversionFailed, match="not a Word document"):
+        previews.convert(os.urandom(4096), kind="pdf", content_type=previews.WORD)
+    leftover = subprocess.run(
+        ["pgrep", "-f", "soffice.bin.*convert-"], capture_output=True, text=True, check=False
+    )
+    assert leftover.stdout == ""
+
+
+# Printing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document_id", "pages"),
+    [(PDF, 4), (TIFF, 3), (BMP, 1), (DOCX, 1), (HTML, None), (TEXT, 1)],
+)
+def test_the_print_pdf_has_the_documents_pages_each_carrying_the_provenance(
+    gp: RecordingSandbox,
+    clinician_client: Client,
+    worker: None,
+    document_id: str,
+    pages: int | None,
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+
+    page_url = clinician_client.get(url("document_print", context_id, document_id))["Location"]
+    job = wait_for_print()
+    status = clinician_client.get(f"{page_url}status", HTTP_HX_REQUEST="true")
+    pdf = body_of(
+        clinician_client.get(
+            reverse("viewer:print_pdf", kwargs={"context_id": context_id, "token": job.token})
+        )
+    )
+
+    assert job.state == ConversionState.READY, job.failure
+    assert status.status_code == 286 and 'data-pdf-preview="print"' in status.content.decode()
+    texts = pdf_text(pdf)
+    if pages is not None:
+        assert len(texts) == pages
+    if document_id == PDF:
+        original = (gp.sandbox.data_dir / sandbox_document(gp, PDF).file).read_bytes()
+        assert len(texts) == len(PdfReader(io.BytesIO(original)).pages)
+    title = sandbox_document(gp, document_id).title
+    for number, text in enumerate(texts, start=1):
+        assert "WHITAKER, Margaret Ann (Mrs) · NHS No. 999 000 0018 · Born 14-Mar-1948" in text
+        assert "Source practice Riverside Medical Practice (A20047)" in text
+        assert title[:40] in text and "Document date" in text
+        assert "Printed by Dr Alex Clinician (clinician), Clinician, at " in text
+        assert f"Page {number} of {len(texts)}" in text and NOTICE in text
+    event = AuditEvent.objects.get(action="print", document_id=document_id)
+    assert event.outcome == "success" and event.username == "clinician"
+
+
+def test_a_pdf_that_fails_to_parse_is_not_printed_and_the_page_says_why(
+    gp: RecordingSandbox, clinician_client: Client, worker: None
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+    broken = b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R >>\nendobj\ntrailer\n%%EOF"
+    with served_instead(gp, PDF, broken):
+        page_url = clinician_client.get(url("document_print", context_id, PDF))["Location"]
+        job = wait_for_print(timeout=30)
+    html = clinician_client.get(page_url).content.decode()
+
+    assert job.state == ConversionState.FAILED and not job.blob_name
+    assert "The document could not be printed" in html
+    assert "This PDF could not be read: the file may be damaged" in html
+    event = AuditEvent.objects.get(action="print", document_id=PDF)
+    assert event.outcome == "failure" and "could not be read" in event.detail
+    # The worker is free: the next print goes through.
+    clinician_client.get(url("document_print", context_id, DERMATOLOGY_LETTER))
+    assert wait_for_print(timeout=30).state == ConversionState.READY
+
+
+def test_batch_print_merges_three_letters_behind_a_cover_sheet_that_also_lists_the_one_it_could_not_print(
+    gp: RecordingSandbox, clinician_client: Client, worker: None
+) -> None:
+    patient_url = list_documents(clinician_client)
+    context_id = context_id_of(patient_url)
+    # Three letters ("Inpatient final discharge letter", "Letter"s) and a device export.
+    chosen = [PDF, PHYSIO_LETTER, DVLA_LETTER, OCTET_STREAM]
+    keys = [url("document", context_id, d).rstrip("/").rsplit("/", 1)[1] for d in chosen]
+    html = clinician_client.get(f"{patient_url}?keyword=letter").content.decode()
+    assert all(f'value="{key}" form="batch-print" data-letter>' in html for key in keys[:3])
+    assert "Select all letters" in html and "Print selected" in html
+
+    response = clinician_client.post(
+        reverse("viewer:batch_print", kwargs={"context_id": context_id}), {"document": keys}
+    )
+    progress = clinician_client.get(response["Location"]).content.decode()
+    job = wait_for_print()
+    ready = clinician_client.get(response["Location"]).content.decode()
+    pdf = body_of(
+        clinician_client.get(
+            reverse("viewer:print_pdf", kwargs={"context_id": context_id, "token": job.token})
+        )
+    )
+
+    assert response.status_code == 302 and "Print 4 documents" in progress
+    assert job.state == ConversionState.READY
+    texts = pdf_text(pdf)
+    word_pages = job.results[2]["pages"]
+    assert word_pages >= 1
+    assert len(texts) == 1 + 4 + 2 + word_pages == job.pages  # the cover, then the letters
+    assert "Inpatient discharge summary" in texts[1] and "Page 1 of 4" in texts[1]
+    cover = texts[0]
+    assert (
+        "Batch print: cover sheet" in cover
+        and "4 documents asked for; 3 printed, 1 not printed" in cover
+    )
+    for document_id in chosen:
+        assert sandbox_document(gp, document_id).title in cover
+    assert "Not included: This format cannot be printed (application/octet-stream)" in cover
+    assert all(NOTICE in text and "NHS No. 999 000 0018" in text for text in texts)
+    assert "Not included" in ready and "Spirometry device export" in ready
+    events = {e.document_id: e for e in AuditEvent.objects.filter(action="batch_print")}
+    assert sorted(events) == sorted(chosen)
+    assert [events[d].outcome for d in chosen] == ["success", "success", "success", "failure"]
+    assert all(str(job.token) in e.detail for e in events.values())
+
+
+def test_batch_print_with_nothing_chosen_says_what_to_do(
+    gp: RecordingSandbox, clinician_client: Client
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+    response = clinician_client.post(
+        reverse("viewer:batch_print", kwargs={"context_id": context_id})
+    )
+    assert response.status_code == 400
+    assert "Select at least one document to print." in response.content.decode()
+    assert not PrintJob.objects.exists()
+
+
+def test_a_receptionist_cannot_batch_print_a_document_that_is_not_a_letter(
+    gp: RecordingSandbox, receptionist: Any
+) -> None:
+    client = Client()
+    client.force_login(receptionist)
+    context_id = context_id_of(list_documents(client))
+    key = url("document", context_id, TIFF).rstrip("/").rsplit("/", 1)[1]  # a scan, no letter
+    response = client.post(
+        reverse("viewer:batch_print", kwargs={"context_id": context_id}), {"document": [key]}
+    )
+    assert response.status_code == 404
+    assert not PrintJob.objects.exists()
+    assert AuditEvent.objects.filter(action="access_denied", document_id=key).exists()
+
+
+def test_another_users_print_is_a_404(
+    gp: RecordingSandbox, clinician_client: Client, worker: None
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+    page_url = clinician_client.get(url("document_print", context_id, DERMATOLOGY_LETTER))[
+        "Location"
+    ]
+    wait_for_print()
+    other = Client()
+    other.force_login(make_user("another-clinician", "Clinician"))
+    assert other.get(page_url).status_code == 404
+    assert other.get(f"{page_url}pdf").status_code == 404
+
+
+# Purging ----------------------------------------------------------------------------------
+
+
+def _make_preview_and_print(client: Client) -> None:
+    context_id = context_id_of(list_documents(client))
+    preview(client, context_id, BMP)
+    client.get(url("document_print", context_id, DERMATOLOGY_LETTER))
+    assert wait_for_conversion(BMP).state == ConversionState.READY
+    assert wait_for_print().state == ConversionState.READY
+
+
+def stored_files(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file()]
+
+
+def test_signing_out_purges_the_sessions_previews_and_prints(
+    gp: RecordingSandbox, clinician_client: Client, worker: None, blobs: Path
+) -> None:
+    _make_preview_and_print(clinician_client)
+    assert stored_files(blobs)
+
+    clinician_client.post(reverse("logout"))
+
+    assert not ConvertedDocument.objects.exists() and not PrintJob.objects.exists()
+    assert stored_files(blobs) == []
+
+
+def test_expired_previews_and_prints_are_purged_by_the_beat_task(
+    gp: RecordingSandbox, clinician_client: Client, worker: None, blobs: Path
+) -> None:
+    from django.utils import timezone
+
+    _make_preview_and_print(clinician_client)
+    past = timezone.now() - timezone.timedelta(seconds=1)
+    ConvertedDocument.objects.update(expires_at=past)
+    PrintJob.objects.update(expires_at=past)
+
+    assert purge_converted_documents.delay().get(timeout=30) == 2
+    assert stored_files(blobs) == []

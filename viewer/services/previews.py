@@ -1,0 +1,643 @@
+"""Previews of formats browsers cannot show, made on the server by Celery and kept encrypted.
+
+- TIFF (every page) and BMP become PNG pages (Pillow), shown one at a time.
+- Word processor documents (DOCX, DOC, RTF, ODT) become a PDF (LibreOffice headless),
+  drawn by pdf.js like any other PDF.
+- HTML is sanitised (nh3) and shown in a sandboxed frame that runs no script; XML is text.
+
+The document page asks for a preview (`conversion_start`), which makes one
+`ConvertedDocument` row per document (a unique constraint: one conversion however many
+requests ask) and queues `viewer.tasks.convert_document`. `run_conversion`, the task's
+body, fetches the document as the user who asked, converts it within limits (pixels per
+page, pages, a LibreOffice time-out that kills its whole process group) and stores the
+result as encrypted blobs. Every failure ends in a plain message, never a stuck task.
+Rows and blobs go when they expire, at sign-out and when the session ends.
+
+The converters are plain functions of bytes: printing (printing.py) uses them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import import_module
+from pathlib import Path
+
+import nh3
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.base import SessionBase
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.http import Http404
+from django.utils import timezone
+from PIL import Image
+
+from gpconnect import (
+    BinaryDecodeError,
+    GPConnectError,
+    Interactions,
+    ProviderEndpoint,
+)
+from viewer import audit, encrypted_blobs, roles
+from viewer.models import CONVERSION_PENDING, ConversionState, ConvertedDocument
+from viewer.services import (
+    UserLike,
+    _client,
+    _document_of,
+    _is_letter,
+    base_content_type,
+    document_key,
+    max_document_bytes,
+)
+
+logger = logging.getLogger(__name__)
+
+WORD = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+ODT = "application/vnd.oasis.opendocument.text"
+
+# What the server makes of each format for its preview: "pages" (PNG images), "pdf",
+# "html" (sanitised) or "text". PDF, JPEG, PNG, GIF, text, audio and video need nothing.
+CONVERSIONS: dict[str, str] = {
+    "image/tiff": "pages",
+    "image/bmp": "pages",
+    "image/x-bmp": "pages",
+    "image/x-ms-bmp": "pages",
+    WORD: "pdf",
+    "application/msword": "pdf",
+    "application/rtf": "pdf",
+    "text/rtf": "pdf",
+    # GP systems label RTF letters text/richtext; LibreOffice reads them by their content.
+    "text/richtext": "pdf",
+    ODT: "pdf",
+    "text/html": "html",
+    "application/xml": "text",
+    "text/xml": "text",
+}
+
+# The file name LibreOffice is given: it picks its import filter by content and suffix.
+_OFFICE_SUFFIXES: dict[str, str] = {
+    WORD: ".docx",
+    "application/msword": ".doc",
+    "application/rtf": ".rtf",
+    "text/rtf": ".rtf",
+    "text/richtext": ".rtf",
+    ODT: ".odt",
+    "text/html": ".html",
+}
+
+# What the first bytes of each word processor format must be. Anything else is refused
+# rather than handed to LibreOffice, which would try its other import filters on it.
+_OFFICE_MAGIC: dict[str, tuple[bytes, str]] = {
+    ".docx": (b"PK\x03\x04", "a Word document"),
+    ".odt": (b"PK\x03\x04", "an OpenDocument text"),
+    ".doc": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a Word 97–2003 document"),
+    ".rtf": (b"{\\rtf", "an RTF document"),
+}
+
+_OUTPUT_TYPES = {
+    "pages": "image/png",
+    "pdf": "application/pdf",
+    "html": "text/html; charset=utf-8",
+    "text": "text/plain; charset=utf-8",
+}
+
+# Pillow reads only these: no exotic decoders for untrusted files.
+IMAGE_FORMATS = ["TIFF", "BMP", "PNG", "JPEG", "GIF"]
+
+# Sanitised HTML keeps the document's structure and text, nothing that runs or fetches:
+# no scripts, styles, event handlers, forms, images or links out.
+_HTML_TAGS = nh3.ALLOWED_TAGS - {"img", "a", "area", "map"}
+_HTML_PAGE = """<!DOCTYPE html>
+<html lang="en-GB"><head><meta charset="utf-8"><title>Document preview</title>
+<style>body{{font-family:Arial,sans-serif;margin:1em;line-height:1.4}}
+table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #999;padding:.25em .6em;text-align:left}}</style>
+</head><body>{body}</body></html>
+"""
+
+
+class ConversionFailed(Exception):
+    """A document could not be converted; `message` says why, for the person reading."""
+
+    def __init__(self, message: str, *, trace_id: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.trace_id = trace_id
+
+
+def conversion_kind(content_type: str) -> str:
+    """Return how the server converts this format for preview, or "" if it does not."""
+    return CONVERSIONS.get(base_content_type(content_type), "")
+
+
+# The converters ---------------------------------------------------------------------------
+
+
+def image_pages(data: bytes, *, first_only: bool = False) -> list[bytes]:
+    """Return each page (frame) of an image as PNG bytes.
+
+    Raises ConversionFailed for more than PREVIEW_MAX_PAGES pages, a page of more than
+    PREVIEW_MAX_PIXELS pixels (a decompression bomb is refused before it is decoded), or
+    a file Pillow cannot read.
+    """
+    max_pages = int(settings.PREVIEW_MAX_PAGES)
+    max_pixels = int(settings.PREVIEW_MAX_PIXELS)
+    pages: list[bytes] = []
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns, then refuses, past its own global limit: refuse at the warning.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+                for index in itertools.count():
+                    try:
+                        image.seek(index)
+                    except EOFError:
+                        break
+                    if index >= max_pages:
+                        raise ConversionFailed(
+                            f"This image has more than {max_pages} pages, too many to show here. "
+                            "Download it to open it."
+                        )
+                    width, height = image.size
+                    if width * height > max_pixels:
+                        raise ConversionFailed(
+                            f"Page {index + 1} of this image is {width} × {height} pixels, too "
+                            "large to convert safely. Download it to open it."
+                        )
+                    frame: Image.Image = image
+                    if image.mode not in ("1", "L", "LA", "RGB", "RGBA"):
+                        frame = image.convert("RGBA" if "A" in image.mode else "RGB")
+                    out = io.BytesIO()
+                    frame.save(out, "PNG")
+                    pages.append(out.getvalue())
+                    if first_only:
+                        break
+    except ConversionFailed:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ConversionFailed(
+            "This image is too large to convert safely. Download it to open it."
+        ) from error
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as error:
+        raise ConversionFailed(
+            "This image could not be read: the file may be damaged or not the format it claims."
+        ) from error
+    if not pages:
+        raise ConversionFailed("This image has no pages to show.")
+    return pages
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def office_to_pdf(data: bytes, *, suffix: str) -> bytes:
+    """Convert a word processor (or HTML) document to PDF with LibreOffice headless.
+
+    Each conversion has its own LibreOffice profile in a temporary folder (so conversions
+    can run side by side) and its own process group, which is killed after
+    CONVERSION_TIMEOUT_SECONDS and in any case once the conversion ends, so no stray
+    LibreOffice outlives it. Raises ConversionFailed with the reason.
+    """
+    timeout = float(settings.CONVERSION_TIMEOUT_SECONDS)
+    with tempfile.TemporaryDirectory(prefix="convert-") as work_dir:
+        work = Path(work_dir)
+        source = work / f"document{suffix}"
+        source.write_bytes(data)
+        command = [
+            str(settings.LIBREOFFICE_PATH),
+            "--headless",
+            "--norestore",
+            "--nologo",
+            "--nodefault",
+            "--nolockcheck",
+            "--nofirststartwizard",
+            f"-env:UserInstallation={(work / 'profile').as_uri()}",
+            "--convert-to",
+            "pdf",
+            "--outdir",
+            str(work / "out"),
+            str(source),
+        ]
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work),
+            "LANG": "C.UTF-8",
+            "SAL_USE_VCLPLUGIN": "svp",
+        }
+        try:
+            process = subprocess.Popen(
+                command,
+                cwd=work,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, killed as one
+            )
+        except OSError as error:
+            logger.error("LibreOffice cannot be started (%s): %s", settings.LIBREOFFICE_PATH, error)
+            raise ConversionFailed(
+                "The document converter is not available on this server. Download the "
+                "document to open it."
+            ) from error
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            _kill_group(process)
+            process.communicate()
+            raise ConversionFailed(
+                f"Converting this document took longer than {timeout:g} seconds and was "
+                "stopped. Download it to open it."
+            ) from error
+        finally:
+            _kill_group(process)  # also on success: nothing of it may linger
+            if process.poll() is None:
+                process.wait()
+        pdf = work / "out" / "document.pdf"
+        if process.returncode != 0 or not pdf.is_file() or pdf.stat().st_size == 0:
+            logger.warning(
+                "LibreOffice could not convert a %s document (exit %s): %s",
+                suffix,
+                process.returncode,
+                output.decode(errors="replace")[-500:],
+            )
+            raise ConversionFailed(
+                "This document could not be converted: the file may be damaged or not the "
+                "format it claims. Download it to open it."
+            )
+        return pdf.read_bytes()
+
+
+def word_processor_pdf(data: bytes, *, content_type: str) -> bytes:
+    """Convert a DOCX, DOC, RTF or ODT document to PDF, if its bytes are that format."""
+    suffix = _OFFICE_SUFFIXES[base_content_type(content_type)]
+    magic, name = _OFFICE_MAGIC[suffix]
+    if not data.lstrip(b"\xef\xbb\xbf\r\n\t ").startswith(magic):
+        raise ConversionFailed(
+            f"This file is not {name}, though the practice says it is. Download it to open it."
+        )
+    return office_to_pdf(data, suffix=suffix)
+
+
+def document_text(data: bytes) -> str:
+    """Return the bytes as text: UTF-8 (with or without a BOM), else Windows-1252."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def sanitised_html(data: bytes) -> bytes:
+    """Return the HTML with everything that could run or fetch removed, as a whole page."""
+    body = nh3.clean(
+        document_text(data),
+        tags=_HTML_TAGS,
+        clean_content_tags={"script", "style", "template", "noscript", "title"},
+        strip_comments=True,
+        url_schemes=set(),
+    )
+    return _HTML_PAGE.format(body=body).encode()
+
+
+def convert(data: bytes, *, kind: str, content_type: str) -> list[bytes]:
+    """Return the preview's parts: PNG pages, or one PDF, HTML or text part."""
+    if kind == "pages":
+        return image_pages(data)
+    if kind == "pdf":
+        return [word_processor_pdf(data, content_type=content_type)]
+    if kind == "html":
+        return [sanitised_html(data)]
+    if kind == "text":
+        return [document_text(data).encode()]
+    raise ValueError(f"unknown conversion {kind!r}")
+
+
+def fetch_document(
+    *, user: UserLike, service_root: str, asid: str, practice_ods: str, url: str
+) -> tuple[bytes, str]:
+    """Fetch a document's bytes as `user` (at most the size limit); return them and the trace ID.
+
+    Raises ConversionFailed when the practice cannot send it, with the reason.
+    """
+    endpoint = ProviderEndpoint(
+        service_root=service_root,
+        asid=asid,
+        ods_code=practice_ods,
+        capability=Interactions.DOCUMENTS_BINARY.capability,
+    )
+    limit = max_document_bytes()
+    trace_id = ""
+    body = bytearray()
+    try:
+        with _client(user, endpoint).open_binary(url) as download:
+            trace_id = download.trace_id
+            for chunk in download:
+                body += chunk
+                if len(body) > limit:
+                    raise ConversionFailed(
+                        f"The document is over the {settings.GPCONNECT_MAX_DOCUMENT_MB} MB limit."
+                    )
+    except GPConnectError as error:
+        raise ConversionFailed(
+            f"The GP practice's system did not send the document: {error.message}",
+            trace_id=error.trace_id or trace_id,
+        ) from error
+    except BinaryDecodeError as error:
+        raise ConversionFailed(
+            "The GP practice's system sent a reply that was not a document."
+        ) from error
+    return bytes(body), trace_id
+
+
+# Asking for a preview ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConversionStatus:
+    """What the document page shows of a conversion."""
+
+    title: str
+    kind: str
+    state: str
+    progress: int
+    pages: int
+    failure: str
+
+    @property
+    def pending(self) -> bool:
+        return self.state in CONVERSION_PENDING
+
+
+def _ttl() -> timedelta:
+    return timedelta(minutes=int(settings.PREFETCH_TTL_MINUTES))
+
+
+def _status(row: ConvertedDocument, title: str) -> ConversionStatus:
+    return ConversionStatus(title, row.kind, row.state, row.progress, row.pages, row.failure)
+
+
+def conversion_start(
+    *, user: UserLike, context_id: str, document_id: str, session: SessionBase
+) -> ConversionStatus:
+    """Return the preview conversion of this document, queueing it if there is none yet.
+
+    Raises Http404 for a document outside this user's patient context (audited there), one
+    that is not converted for preview, a placeholder or one over the size limit.
+    """
+    context, document = _document_of(
+        user=user, context_id=context_id, document_id=document_id, session=session
+    )
+    content_type = base_content_type(document.content_type)
+    kind = conversion_kind(content_type)
+    too_large = document.size is not None and document.size > max_document_bytes()
+    if not kind or document.url is None or too_large or not isinstance(user, User):
+        raise Http404("This document has no server-made preview")
+    key = document_key(context.id, document.id)
+    title = document.title or "the document"
+    now = timezone.now()
+    row = ConvertedDocument.objects.filter(
+        user=user, context_id=context.id, document_key=key
+    ).first()
+    if row is not None and row.expires_at > now:
+        return _status(row, title)
+    if row is not None:
+        purge(ConvertedDocument.objects.filter(pk=row.pk))
+    try:
+        with transaction.atomic():
+            row = ConvertedDocument.objects.create(
+                user=user,
+                session_key=session.session_key or "",
+                context_id=context.id,
+                document_key=key,
+                document_id=document.id[:500],
+                nhs_number=context.nhs_number,
+                practice_ods=context.practice_ods,
+                service_root=context.service_root,
+                asid=context.asid,
+                url=document.url,
+                content_type=content_type,
+                is_letter=_is_letter(document),
+                kind=kind,
+                expires_at=now + _ttl(),
+            )
+    except IntegrityError:
+        # Another request made it a moment ago: one conversion per document.
+        row = ConvertedDocument.objects.get(user=user, context_id=context.id, document_key=key)
+        return _status(row, title)
+    _enqueue(row.pk)
+    return _status(row, title)
+
+
+def _enqueue(conversion_id: int) -> None:
+    from viewer import tasks  # tasks import services: import here, not at the top
+
+    transaction.on_commit(lambda: tasks.convert_document.delay(conversion_id))
+
+
+@dataclass(frozen=True)
+class ConvertedPart:
+    """One part of a ready preview, open for reading."""
+
+    content_type: str
+    chunks: encrypted_blobs.Plaintext
+
+
+def _associated_data(row: ConvertedDocument, part: int) -> bytes:
+    # Binds each blob to its row and place: a blob renamed or swapped does not decrypt.
+    return (
+        f"viewer-conversion:{row.pk}:{row.user_id}:{row.context_id}:{row.document_key}:{part}"
+    ).encode()
+
+
+def converted_part(
+    *, user: UserLike, context_id: str, document_id: str, session: SessionBase, part: int
+) -> ConvertedPart:
+    """Return one part (a page, or the whole PDF, HTML or text) of this user's ready preview.
+
+    Only this user's row from this session, unexpired, and only while their role may view
+    (a letters-only role only letters). Anything else is a 404. Audited as a view.
+    """
+    if not isinstance(user, User) or not roles.can(user, "view"):
+        raise Http404("No such preview")
+    row = ConvertedDocument.objects.filter(
+        user=user,
+        context_id=context_id,
+        document_key=document_id,
+        session_key=session.session_key or "",
+        state=ConversionState.READY,
+        expires_at__gt=timezone.now(),
+    ).first()
+    if row is None or not 1 <= part <= len(row.blob_names):
+        raise Http404("No such preview")
+    if roles.letters_only(user) and not row.is_letter:
+        raise Http404("No such preview")
+    try:
+        chunks = encrypted_blobs.read(
+            row.blob_names[part - 1], associated_data=_associated_data(row, part)
+        )
+    except encrypted_blobs.BlobUnreadable as error:
+        logger.warning("Converted preview %s is unreadable; purged", row.pk)
+        purge(ConvertedDocument.objects.filter(pk=row.pk))
+        raise Http404("The preview is no longer available") from error
+    audit.record(
+        user=user,
+        action="view",
+        outcome="success",
+        nhs_number=row.nhs_number,
+        context_id=row.context_id,
+        document_id=row.document_id,
+        trace_id=row.trace_id,
+        detail=f"preview: part {part} of {len(row.blob_names)} ({row.kind}) from the encrypted cache",
+    )
+    return ConvertedPart(row.output_type, chunks)
+
+
+# The task's body --------------------------------------------------------------------------
+
+
+def _note(row: ConvertedDocument, outcome: str, detail: str, trace_id: str = "") -> None:
+    audit.record(
+        user=row.user,
+        action="view",
+        outcome=outcome,
+        nhs_number=row.nhs_number,
+        context_id=row.context_id,
+        document_id=row.document_id,
+        trace_id=trace_id,
+        detail=detail,
+    )
+
+
+def _fail(row: ConvertedDocument, message: str, trace_id: str = "") -> str:
+    ConvertedDocument.objects.filter(pk=row.pk).update(
+        state=ConversionState.FAILED, failure=message[:300], trace_id=trace_id[:64], progress=0
+    )
+    _note(row, "failure", f"preview conversion ({row.kind}): {message}", trace_id)
+    return "failed"
+
+
+def run_conversion(conversion_id: int) -> str:
+    """Convert one queued document into encrypted preview blobs; return what happened.
+
+    Every outcome is final and audited: a document that cannot be converted says why.
+    """
+    claimed = ConvertedDocument.objects.filter(
+        pk=conversion_id, state=ConversionState.QUEUED, expires_at__gt=timezone.now()
+    ).update(state=ConversionState.CONVERTING, progress=10)
+    if not claimed:
+        return "skipped"  # purged, expired, or another worker has it
+    row = ConvertedDocument.objects.select_related("user").get(pk=conversion_id)
+    if not roles.can(row.user, "view"):
+        return _fail(row, "The user's role no longer allows viewing documents.")
+    trace_id = ""
+    names: list[str] = []
+    try:
+        data, trace_id = fetch_document(
+            user=row.user,
+            service_root=row.service_root,
+            asid=row.asid,
+            practice_ods=row.practice_ods,
+            url=row.url,
+        )
+        ConvertedDocument.objects.filter(pk=row.pk).update(progress=40, trace_id=trace_id[:64])
+        parts = convert(data, kind=row.kind, content_type=row.content_type)
+        ConvertedDocument.objects.filter(pk=row.pk).update(progress=80)
+        for number, part in enumerate(parts, start=1):
+            name, _ = encrypted_blobs.write(
+                f"conversions/{secrets.token_hex(16)}.bin",
+                [part],
+                associated_data=_associated_data(row, number),
+            )
+            names.append(name)
+    except ConversionFailed as error:
+        _delete_blobs(names)
+        return _fail(row, error.message, error.trace_id or trace_id)
+    except Exception:
+        # Anything else (a storage or key problem) must not leave the row "converting".
+        _delete_blobs(names)
+        logger.exception("Conversion %s failed unexpectedly; trace ID %s", row.pk, trace_id)
+        return _fail(row, "The preview could not be made (an unexpected error).", trace_id)
+
+    finished = ConvertedDocument.objects.filter(pk=row.pk, state=ConversionState.CONVERTING).update(
+        state=ConversionState.READY,
+        progress=100,
+        pages=len(names),
+        blob_names=names,
+        output_type=_OUTPUT_TYPES[row.kind],
+        expires_at=timezone.now() + _ttl(),
+    )
+    if not finished:
+        _delete_blobs(names)  # purged while it was converting: the blobs must not outlive it
+        return "purged"
+    _note(
+        row,
+        "success",
+        f"preview conversion: {row.content_type} to {row.kind} ({len(names)} part(s)), "
+        "stored encrypted",
+        trace_id,
+    )
+    return "ready"
+
+
+def _delete_blobs(names: Iterable[str]) -> None:
+    for name in names:
+        encrypted_blobs.delete(name)
+
+
+# Purging ----------------------------------------------------------------------------------
+
+
+def purge(rows: QuerySet[ConvertedDocument]) -> int:
+    """Delete the rows and their blobs; return how many rows went."""
+    doomed = list(rows.values_list("pk", "blob_names"))
+    if not doomed:
+        return 0
+    ConvertedDocument.objects.filter(pk__in=[pk for pk, _ in doomed]).delete()
+    for _, names in doomed:
+        _delete_blobs(names or [])
+    return len(doomed)
+
+
+def purge_session(session_key: str | None) -> int:
+    """Purge every preview made in this session (sign-out)."""
+    if not session_key:
+        return 0
+    return purge(ConvertedDocument.objects.filter(session_key=session_key))
+
+
+def session_alive(session_key: str) -> bool:
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    store.load()  # an expired or deleted session comes back without its key
+    return store.session_key is not None
+
+
+def stuck_before(now: datetime) -> datetime:
+    """A conversion still running before this was on a worker that died (past its hard limit)."""
+    return now - timedelta(seconds=int(settings.CELERY_TASK_TIME_LIMIT) + 60)
+
+
+def purge_stale(now: datetime | None = None) -> int:
+    """Purge expired previews and those whose session has ended; beat runs this."""
+    now = now or timezone.now()
+    ConvertedDocument.objects.filter(
+        state=ConversionState.CONVERTING, updated_at__lt=stuck_before(now)
+    ).update(state=ConversionState.FAILED, failure="The conversion stopped part way.")
+    gone = purge(ConvertedDocument.objects.filter(expires_at__lte=now))
+    sessions = set(ConvertedDocument.objects.values_list("session_key", flat=True).distinct())
+    ended = [key for key in sessions if not session_alive(key)]
+    if ended:
+        gone += purge(ConvertedDocument.objects.filter(session_key__in=ended))
+    return gone
