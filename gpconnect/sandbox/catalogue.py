@@ -90,6 +90,9 @@ class Faults:
     # A write (POST or PUT) is carried out, then its reply held back this long: a consumer
     # that gives up sooner never hears that the booking (or change) was made.
     write_reply_delay_seconds: float = 0.0
+    # A write waits this long before it is carried out: a consumer that gives up sooner and
+    # looks straight away finds nothing, yet the write is made a little later all the same.
+    write_commit_delay_seconds: float = 0.0
 
     @property
     def any(self) -> bool:

@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="make bookings, amendments and cancellations, then hold their replies back",
     )
     faults.add_argument(
+        "--write-commit-delay",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="KEY=SECONDS",
+        help="wait this long before making bookings, amendments and cancellations",
+    )
+    faults.add_argument(
         "--binary-fault",
         action="append",
         type=_pair,
@@ -100,9 +108,14 @@ def configured_faults(
     latency: Sequence[tuple[str, str]],
     error_rate: Sequence[tuple[str, str]],
     write_reply_delay: Sequence[tuple[str, str]] = (),
+    write_commit_delay: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Faults]:
     """Return the command line's faults by key, on top of each patient's own."""
     faults: dict[str, Faults] = {}
+    for key, value in write_commit_delay:
+        _check_key(key)
+        base = faults.get(key) or _own_faults(key)
+        faults[key] = replace(base, write_commit_delay_seconds=float(value))
     for key, value in write_reply_delay:
         _check_key(key)
         base = faults.get(key) or _own_faults(key)
@@ -164,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir=args.data_dir,
         record=record,
         consumer_asids=frozenset(args.consumer_asid),
-        faults=configured_faults(args.latency, args.error_rate, args.write_reply_delay),
+        faults=configured_faults(
+            args.latency, args.error_rate, args.write_reply_delay, args.write_commit_delay
+        ),
         binary_faults=dict(args.binary_fault),
     )
     ssl_options: dict[str, object] = {}

@@ -213,6 +213,11 @@ def provider_route(
                 claims=claims,
                 format=answer_format,
             )
+            if interaction.method in ("POST", "PUT") and faults.write_commit_delay_seconds:
+                # Read the body first: once the consumer has given up, it can no longer be
+                # read, and the write must still be made.
+                await request.body()
+                await asyncio.sleep(faults.write_commit_delay_seconds)
             answer = await handler(call)
             if interaction.method in ("POST", "PUT") and faults.write_reply_delay_seconds:
                 # The write is made (the handler has returned): only the reply is late.

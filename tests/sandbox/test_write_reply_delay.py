@@ -121,3 +121,38 @@ def test_the_write_reply_delay_comes_from_the_command_line_by_practice():
     faults = configured_faults(args.latency, args.error_rate, args.write_reply_delay)
     assert faults["B82617"] == Faults(write_reply_delay_seconds=40.0)
     assert faults["A20047"] == Faults(latency_seconds=1.0)
+
+
+def test_a_booking_held_back_before_it_is_made_is_missing_at_first_then_made_once(running):
+    ods = "B82617"
+    practice = running.practice(ods)
+    today = running.sandbox.today()
+    slot = practice.search_free_slots(today + timedelta(days=1), today + timedelta(days=7)).slots[0]
+    patient = practice.find_patient(
+        PATIENTS_BY_SCENARIO["no-documents"].nhs_number, capability=Capability.APPOINTMENTS
+    ).patient
+    running.sandbox.faults[ods] = Faults(write_commit_delay_seconds=1.0)
+    impatient = running.practice(ods, replace(CONFIG, timeouts=Timeouts(read=0.3)))
+
+    with pytest.raises(ProviderUnavailable, match="did not respond in time"):
+        impatient.book_appointment(patient_id=patient.id, slots=[slot], description="Review")
+
+    # Looking straight away finds nothing: the practice has not made the booking yet…
+    window = (today, today + timedelta(days=14))
+    assert practice.search_appointments(patient.id, *window).appointments == ()
+    # …but it makes it all the same, once.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        booked = practice.search_appointments(patient.id, *window).appointments
+        if booked:
+            break
+        time.sleep(0.2)
+    assert [a.slot_ids for a in booked] == [(slot.id,)]
+
+
+def test_the_write_commit_delay_comes_from_the_command_line_by_practice():
+    args = build_parser().parse_args(["--write-commit-delay", "B82617=20"])
+    faults = configured_faults(
+        args.latency, args.error_rate, args.write_reply_delay, args.write_commit_delay
+    )
+    assert faults["B82617"] == Faults(write_commit_delay_seconds=20.0)
