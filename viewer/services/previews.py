@@ -522,10 +522,12 @@ def _note(row: ConvertedDocument, outcome: str, detail: str, trace_id: str = "")
 
 
 def _fail(row: ConvertedDocument, message: str, trace_id: str = "") -> str:
-    ConvertedDocument.objects.filter(pk=row.pk).update(
-        state=ConversionState.FAILED, failure=message[:300], trace_id=trace_id[:64], progress=0
-    )
-    _note(row, "failure", f"preview conversion ({row.kind}): {message}", trace_id)
+    # One transaction: whoever sees the conversion fail also sees why in the audit trail.
+    with transaction.atomic():
+        ConvertedDocument.objects.filter(pk=row.pk).update(
+            state=ConversionState.FAILED, failure=message[:300], trace_id=trace_id[:64], progress=0
+        )
+        _note(row, "failure", f"preview conversion ({row.kind}): {message}", trace_id)
     return "failed"
 
 
@@ -571,24 +573,28 @@ def run_conversion(conversion_id: int) -> str:
         logger.exception("Conversion %s failed unexpectedly; trace ID %s", row.pk, trace_id)
         return _fail(row, "The preview could not be made (an unexpected error).", trace_id)
 
-    finished = ConvertedDocument.objects.filter(pk=row.pk, state=ConversionState.CONVERTING).update(
-        state=ConversionState.READY,
-        progress=100,
-        pages=len(names),
-        blob_names=names,
-        output_type=_OUTPUT_TYPES[row.kind],
-        expires_at=timezone.now() + _ttl(),
-    )
+    with transaction.atomic():
+        finished = ConvertedDocument.objects.filter(
+            pk=row.pk, state=ConversionState.CONVERTING
+        ).update(
+            state=ConversionState.READY,
+            progress=100,
+            pages=len(names),
+            blob_names=names,
+            output_type=_OUTPUT_TYPES[row.kind],
+            expires_at=timezone.now() + _ttl(),
+        )
+        if finished:
+            _note(
+                row,
+                "success",
+                f"preview conversion: {row.content_type} to {row.kind} ({len(names)} part(s)), "
+                "stored encrypted",
+                trace_id,
+            )
     if not finished:
         _delete_blobs(names)  # purged while it was converting: the blobs must not outlive it
         return "purged"
-    _note(
-        row,
-        "success",
-        f"preview conversion: {row.content_type} to {row.kind} ({len(names)} part(s)), "
-        "stored encrypted",
-        trace_id,
-    )
     return "ready"
 
 
