@@ -232,6 +232,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "viewer.tasks.purge_converted_documents",
         "schedule": 60.0,
     },
+    # Bookings whose outcome is not known yet, and those whose request stopped half way.
+    "recheck-bookings": {
+        "task": "viewer.tasks.recheck_bookings",
+        "schedule": 60.0,
+    },
 }
 # The worker takes one task at a time per process: prefetches are long network reads.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -462,3 +467,6 @@ GPCONNECT_ORGANISATION_TYPE = os.environ.get("GPCONNECT_ORGANISATION_TYPE", "gp-
 GPCONNECT_ORGANISATION_PHONE = os.environ.get(
     "GPCONNECT_ORGANISATION_PHONE", "0113 496 0999" if DEMO_MODE else ""
 ).strip()
+# After a booking whose answer was lost (a timeout, a gateway error), the practice may still
+# make it for this long: until then the booking is "unknown" and its slot stays locked.
+GPCONNECT_BOOKING_SETTLE_SECONDS = env_int("GPCONNECT_BOOKING_SETTLE_SECONDS", 180)

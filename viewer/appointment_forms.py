@@ -34,6 +34,11 @@ def _aware_instant(value: str) -> datetime:
         raise forms.ValidationError("That slot's time is not valid", code="start") from None
     if parsed.tzinfo is None:
         raise forms.ValidationError("That slot's time has no time zone", code="start")
+    # Only a slot from today to a year ahead can be booked; anything else was not offered
+    # (and the far ends of the calendar cannot even be converted to UK time).
+    now = timezone.now()
+    if not now - timedelta(days=1) <= parsed <= now + timedelta(days=MAX_DAYS_AHEAD):
+        raise forms.ValidationError("That slot's time is not within the next year", code="start")
     return parsed
 
 

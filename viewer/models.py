@@ -58,6 +58,8 @@ class AuditAction(models.TextChoices):
     BOOK = "book", "Appointment booked"
     AMEND = "amend", "Appointment amended"
     CANCEL = "cancel", "Appointment cancelled"
+    REGISTER_PATIENT = "register_patient", "Patient registered temporarily"
+    READ_APPOINTMENT = "read_appointment", "Appointment read"
     SIGN_IN = "sign_in", "Signed in"
     SIGN_IN_FAILED = "sign_in_failed", "Sign-in failed"
     SIGN_OUT = "sign_out", "Signed out"
@@ -245,7 +247,7 @@ class BookingState(models.TextChoices):
     PENDING = "pending", "Pending"  # the request is being made: nothing is known yet
     CONFIRMED = "confirmed", "Confirmed"  # the practice holds the appointment
     FAILED = "failed", "Failed"  # the practice does not hold it: nothing was booked
-    UNKNOWN = "unknown", "Unknown"  # no answer, and the patient's list could not be read
+    UNKNOWN = "unknown", "Unknown"  # no answer, and not (yet) in the patient's list
     CANCELLED = "cancelled", "Cancelled"  # confirmed, then cancelled through this service
 
 
@@ -287,6 +289,15 @@ class Booking(models.Model):
     failure = models.CharField(max_length=500, blank=True)
     # Where, when, with whom: what the confirmation and the printed summary show.
     summary = models.JSONField(default=dict)
+    # Until then nobody else may check or change an in-flight booking: the request booking
+    # it holds it while it works (and extends it step by step); a check holds it briefly,
+    # which also spaces the checks out.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # When POST /Appointment was sent. Never sent: nothing can have been booked.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # After a booking whose answer was lost: until then, "not in the patient's list" only
+    # means "not yet" (the practice may still make it); after it, it means not booked.
+    settle_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

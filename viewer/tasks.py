@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 from django.conf import settings
 
-from viewer.services import prefetch, previews, printing
+from viewer.services import appointments, prefetch, previews, printing
 
 
 @shared_task
@@ -64,3 +64,9 @@ def build_print(job_id: int) -> str:
 def purge_converted_documents() -> int:
     """Celery beat: purge expired previews and prints, and those of ended sessions."""
     return previews.purge_stale() + printing.purge_stale()
+
+
+@shared_task
+def recheck_bookings() -> int:
+    """Celery beat: check again the bookings still in flight that nobody is working on."""
+    return appointments.bookings_recheck()

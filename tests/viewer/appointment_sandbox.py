@@ -8,6 +8,7 @@ Import the fixtures into a test module to use them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -19,6 +20,7 @@ import pytest
 from django.core.cache import cache
 
 from gpconnect import (
+    Capability,
     ClientConfig,
     Consumer,
     GPConnectClient,
@@ -37,6 +39,8 @@ from viewer.models import FederationPractice
 RECORD = SandboxRecord(
     organisations=(), practitioners=PRACTITIONERS, documents=(), consultations=(), problems=()
 )
+SPINE_CODES = "https://fhir.nhs.uk/STU3/CodeSystem/Spine-ErrorOrWarningCode-1"
+SSP_CODES = "https://fhir.nhs.uk/StructureDefinition/spine-operationoutcome-1"
 # Our organisation when booking: searchFilter, and the booking organisation.
 PHONE = "0113 496 0999"
 
@@ -49,6 +53,10 @@ class AppointmentSandbox:
     posts: list[str] = field(default_factory=list)  # the paths POSTed to, in order
     refuse_bookings: bool = False
     fail_after_booking: bool = False
+    # Answer POST /Appointment with this (status, body) instead of the practice's answer;
+    # with `reply_after_booking` the practice gets the POST (and books) first.
+    booking_reply: tuple[int, bytes] | None = None
+    reply_after_booking: bool = False
 
     def bookings_posted(self) -> int:
         return sum(1 for path in self.posts if path.endswith("/Appointment"))
@@ -67,6 +75,8 @@ class _Gateway(_Recorder):
 
     `refuse_bookings`: a POST /Appointment is answered 503 before reaching the practice.
     `fail_after_booking`: once a booking has been sent, every GP Connect request is a 503.
+    `booking_reply`: a POST /Appointment is answered with it, after the practice booked
+    (`reply_after_booking`) or without reaching the practice.
     """
 
     def __init__(self, app: Any, running: AppointmentSandbox) -> None:
@@ -88,16 +98,48 @@ class _Gateway(_Recorder):
         if refused:
             self.paths.append(path)
             body = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [(b"content-type", b"text/html"), (b"cache-control", b"no-store")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await _answer(send, 503, body, b"text/html")
             return
-        await super().__call__(scope, receive, send)
+        reply = self.running.booking_reply if booking else None
+        if reply is None:
+            await super().__call__(scope, receive, send)
+            return
+        if self.running.reply_after_booking:
+
+            async def swallow(message: Any) -> None:
+                pass  # the practice's own answer is lost on the way back
+
+            await super().__call__(scope, receive, swallow)
+        else:
+            self.paths.append(path)
+        await _answer(send, reply[0], reply[1], b"application/fhir+json")
+
+
+async def _answer(send: Any, status: int, body: bytes, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"cache-control", b"no-store")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def operation_outcome(code: str, *, system: str = SPINE_CODES) -> bytes:
+    """An OperationOutcome with one issue of this code, as a practice or the SSP sends it."""
+    return json.dumps(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "error",
+                    "code": "exception",
+                    "details": {"coding": [{"system": system, "code": code, "display": code}]},
+                }
+            ],
+        }
+    ).encode()
 
 
 def point_settings_at(running: AppointmentSandbox, settings: Any) -> None:
@@ -137,28 +179,45 @@ def federation(db: None) -> list[FederationPractice]:
     ]
 
 
+# Another consumer of the same practices: not this service, so none of its locks apply.
+ELSEWHERE = ClientConfig(
+    consumer=Consumer(
+        asid="999999999999",
+        ods_code="X99999",
+        organisation_name="Test",
+        issuer="http://127.0.0.1:8000",
+        organisation_type="gp-practice",
+        organisation_phone=PHONE,
+    )
+)
+
+
+def _elsewhere(running: AppointmentSandbox, ods: str, http: httpx.Client) -> GPConnectClient:
+    sds = SpineDirectory(f"{running.base_url}/spine-directory/FHIR/R4", http=http)
+    return GPConnectClient.for_practice(
+        ELSEWHERE,
+        user=RequestingUser(local_user_id="test", family_name="Test"),
+        ods_code=ods,
+        directory=sds,
+        http=http,
+    )
+
+
 def first_free_slot(
     running: AppointmentSandbox, ods: str, *, slot_type: str = "Routine appointment"
 ) -> Slot:
     """The first free slot of a type at a practice from tomorrow, as a consumer finds it."""
-    config = ClientConfig(
-        consumer=Consumer(
-            asid="999999999999",
-            ods_code="X99999",
-            organisation_name="Test",
-            issuer="http://127.0.0.1:8000",
-            organisation_type="gp-practice",
-        )
-    )
     with httpx.Client(timeout=30) as http:
-        sds = SpineDirectory(f"{running.base_url}/spine-directory/FHIR/R4", http=http)
-        client = GPConnectClient.for_practice(
-            config,
-            user=RequestingUser(local_user_id="test", family_name="Test"),
-            ods_code=ods,
-            directory=sds,
-            http=http,
-        )
+        client = _elsewhere(running, ods, http)
         tomorrow = running.today() + timedelta(days=1)
         slots = client.search_free_slots(tomorrow, tomorrow + timedelta(days=6)).slots
     return next(s for s in slots if s.slot_type == slot_type)
+
+
+def book_elsewhere(running: AppointmentSandbox, ods: str, slot: Slot, nhs_number: str) -> None:
+    """Book the slot for a patient registered at the practice, through another system."""
+    with httpx.Client(timeout=30) as http:
+        client = _elsewhere(running, ods, http)
+        found = client.find_patient(nhs_number, capability=Capability.APPOINTMENTS).patient
+        assert found is not None
+        client.book_appointment(patient_id=found.id, slots=[slot], description="Elsewhere")

@@ -7,7 +7,9 @@ happens when a booking is raced, refused, or answered too late.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -16,11 +18,20 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.exceptions import PermissionDenied
 from django.db import connection
+from django.utils import timezone
 
+from gpconnect import GPConnectClient, Organisation
 from gpconnect.sandbox.catalogue import Faults
 from tests.viewer import appointment_sandbox
-from tests.viewer.appointment_sandbox import AppointmentSandbox, first_free_slot
+from tests.viewer.appointment_sandbox import (
+    SSP_CODES,
+    AppointmentSandbox,
+    book_elsewhere,
+    first_free_slot,
+    operation_outcome,
+)
 from tests.viewer.conftest import make_user, nhs_number_of
+from viewer import tasks
 from viewer.models import AuditEvent, Booking, BookingState
 from viewer.services import PatientLookupError
 from viewer.services import appointments as service
@@ -162,7 +173,11 @@ def test_a_patient_no_practice_knows_is_registered_then_booked(
     booking = book(receptionist, patient, session, "A20047", slot, confirmed=True)
 
     assert booking.state == BookingState.CONFIRMED and booking.registered
-    assert "registered temporarily" in AuditEvent.objects.get(action="book").detail
+    registration = AuditEvent.objects.get(action="register_patient")
+    assert registration.outcome == "success" and registration.trace_id
+    booked = AuditEvent.objects.get(action="book")
+    assert "registered temporarily" in booked.detail
+    assert registration.trace_id in booked.detail  # with the find and registration traces
 
 
 def test_adjacent_slots_are_booked_together_as_one_longer_appointment(
@@ -289,6 +304,60 @@ def test_cancelling_with_a_reason_frees_the_slot_and_lists_the_appointment_cance
     assert AuditEvent.objects.filter(action="cancel", outcome="success").exists()
 
 
+def test_an_amendment_without_an_answer_is_recorded_unknown_and_read_back(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User, settings: Any
+) -> None:
+    settings.GPCONNECT_READ_TIMEOUT = 1
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    book(receptionist, patient, session, "A20047", first_free_slot(appointments_gp, "A20047"))
+    row = rows_at(receptionist, patient, session, "A20047").rows[0]
+    appointments_gp.sandbox.faults["A20047"] = Faults(write_commit_delay_seconds=2)
+
+    with pytest.raises(service.AppointmentError, match="did not confirm") as raised:
+        service.appointment_amend(
+            user=receptionist,
+            patient=patient,
+            session=session,
+            practice_ods="A20047",
+            key=row.key,
+            version=row.version,
+            description="Blood pressure check",
+            comment="",
+        )
+
+    assert raised.value.reason == "unknown"
+    event = AuditEvent.objects.get(action="amend")
+    assert event.outcome == "unknown" and "read back: not amended yet" in event.detail
+    assert AuditEvent.objects.filter(action="read_appointment", outcome="success").exists()
+
+
+def test_a_cancellation_whose_answer_was_lost_is_read_back_and_shown_done(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User, settings: Any
+) -> None:
+    settings.GPCONNECT_READ_TIMEOUT = 1
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    book(receptionist, patient, session, "A20047", first_free_slot(appointments_gp, "A20047"))
+    row = rows_at(receptionist, patient, session, "A20047").rows[0]
+    appointments_gp.sandbox.faults["A20047"] = Faults(write_reply_delay_seconds=3)
+
+    cancelled = service.appointment_cancel(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_ods="A20047",
+        key=row.key,
+        version=row.version,
+        reason="Patient asked to cancel",
+    )
+
+    assert cancelled.cancelled
+    event = AuditEvent.objects.get(action="cancel")
+    assert event.outcome == "success" and "then read back: cancelled" in event.detail
+    assert Booking.objects.get().state == BookingState.CANCELLED
+
+
 def test_another_patients_appointment_key_is_a_404_and_audited(
     appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
 ) -> None:
@@ -363,6 +432,8 @@ def test_two_receptionists_booking_one_slot_at_the_same_moment_make_one_booking(
         patient_of(people[0], "no-documents", sessions[0]),
         patient_of(people[1], "many-documents", sessions[1]),
     ]
+    # The winner's booking takes a second at the practice: the loser arrives meanwhile.
+    appointments_gp.sandbox.faults["B82617"] = Faults(write_commit_delay_seconds=1)
     start = threading.Barrier(2)
     outcomes: list[Any] = [None, None]
 
@@ -387,6 +458,37 @@ def test_two_receptionists_booking_one_slot_at_the_same_moment_make_one_booking(
     assert len(taken) == 1 and taken[0].alternatives
     assert Booking.objects.filter(state=BookingState.CONFIRMED).count() == 1
     assert appointments_gp.booked_slot_ids("B82617") >= {slot.id}
+    # This service's own lock decided: the loser's booking was never sent.
+    assert taken[0].message == service.SLOT_IN_FLIGHT_MESSAGE
+    assert appointments_gp.bookings_posted() == 1
+
+
+def test_a_slot_booked_through_another_system_meanwhile_is_refused_by_the_practice(
+    appointments_gp: AppointmentSandbox,
+    federation: Any,
+    receptionist: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "many-documents", session)
+    slot = first_free_slot(appointments_gp, "B82617")
+    chain = service._chain
+
+    def then_taken_elsewhere(*args: Any) -> Any:
+        found = chain(*args)  # still free when we look…
+        book_elsewhere(appointments_gp, "B82617", slot, nhs_number_of("no-documents"))
+        return found  # …taken by the time we book
+
+    monkeypatch.setattr(service, "_chain", then_taken_elsewhere)
+
+    with pytest.raises(service.SlotTaken) as raised:
+        book(receptionist, patient, session, "B82617", slot)
+
+    # The practice's 409 decided, and the patient's list showed it was not ours.
+    assert raised.value.message == service.SLOT_TAKEN_MESSAGE
+    assert appointments_gp.bookings_posted() == 2
+    event = AuditEvent.objects.get(action="book")
+    assert "409 DUPLICATE_REJECTED" in event.detail and event.outcome == "failure"
 
 
 def test_a_booking_made_but_answered_too_late_is_found_and_shown_booked_once(
@@ -426,13 +528,18 @@ def test_a_practice_unreachable_before_booking_is_sent_nothing_and_the_user_told
     assert AuditEvent.objects.get(action="book").outcome == "failure"
 
 
-def test_a_5xx_to_the_booking_is_reconciled_before_the_user_is_told_anything(
+def expire_lease(booking: Booking) -> None:
+    """As if the request holding the booking had stopped, or its next check were due."""
+    Booking.objects.filter(pk=booking.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+
+
+def test_a_5xx_the_practice_sent_without_booking_is_checked_once_then_not_booked(
     appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
 ) -> None:
     session = SessionStore()
     patient = patient_of(receptionist, "documents", session)
     slot = first_free_slot(appointments_gp, "A20047")
-    appointments_gp.refuse_bookings = True
+    appointments_gp.booking_reply = (500, operation_outcome("INTERNAL_SERVER_ERROR"))
 
     booking = book(receptionist, patient, session, "A20047", slot)
 
@@ -444,7 +551,246 @@ def test_a_5xx_to_the_booking_is_reconciled_before_the_user_is_told_anything(
     assert event.outcome == "failure" and "not in the patient's appointments" in event.detail
 
 
-def test_a_booking_whose_check_also_fails_is_unknown_and_resolved_when_checked_again(
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        (None, "a gateway's 503"),
+        ((500, operation_outcome("500", system=SSP_CODES)), "the Spine proxy's 500"),
+    ],
+)
+def test_a_booking_lost_on_the_way_stays_unknown_with_its_slot_held_until_it_settles(
+    appointments_gp: AppointmentSandbox,
+    federation: Any,
+    receptionist: User,
+    settings: Any,
+    reply: Any,
+    answer: str,
+) -> None:
+    settings.GPCONNECT_BOOKING_SETTLE_SECONDS = 1
+    session = SessionStore()
+    patient = patient_of(receptionist, "no-documents", session)
+    slot = first_free_slot(appointments_gp, "B82617")
+    appointments_gp.refuse_bookings = reply is None
+    appointments_gp.booking_reply = reply
+
+    booking = book(receptionist, patient, session, "B82617", slot)
+
+    assert booking.state == BookingState.UNKNOWN, answer
+    assert "may still be making it" in booking.failure and "Do not book again" in booking.failure
+    colleague = make_user("colleague", "Receptionist")
+    with pytest.raises(service.SlotTaken) as raised:
+        book(
+            colleague,
+            patient_of(colleague, "many-documents", SessionStore()),
+            SessionStore(),
+            "B82617",
+            slot,
+        )
+    assert raised.value.message == service.SLOT_IN_FLIGHT_MESSAGE
+    assert appointments_gp.bookings_posted() == 1
+
+    time.sleep(1.1)  # the settle window passes
+    expire_lease(booking)
+    checked = service.booking_get(user=receptionist, token=booking.token, session=session)
+
+    assert checked.state == BookingState.FAILED and "nothing was booked" in checked.failure
+    assert [
+        e.outcome
+        for e in AuditEvent.objects.filter(action="book", user=receptionist).order_by("id")
+    ] == ["unknown", "failure"]
+
+
+def test_a_booking_the_practice_makes_after_the_timeout_stays_unknown_until_it_is_found(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User, settings: Any
+) -> None:
+    settings.GPCONNECT_READ_TIMEOUT = 1
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    appointments_gp.sandbox.faults["A20047"] = Faults(write_commit_delay_seconds=2)
+
+    booking = book(receptionist, patient, session, "A20047", slot)
+
+    # Checked at once, and not there yet: not "nothing was booked", since it may still be.
+    assert booking.state == BookingState.UNKNOWN
+    assert slot.id not in appointments_gp.booked_slot_ids("A20047")
+    deadline = time.monotonic() + 10
+    while slot.id not in appointments_gp.booked_slot_ids("A20047"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    expire_lease(booking)
+    checked = service.booking_get(user=receptionist, token=booking.token, session=session)
+
+    assert checked.state == BookingState.CONFIRMED and checked.appointment_id
+    assert appointments_gp.bookings_posted() == 1
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        (201, b"this is not the Appointment"),
+        (500, operation_outcome("INTERNAL_SERVER_ERROR")),
+        (409, operation_outcome("DUPLICATE_REJECTED")),
+        (504, b"gateway timeout"),
+    ],
+    ids=["an unreadable 201", "a 500", "a 409", "a 504"],
+)
+def test_a_booking_the_practice_made_is_shown_booked_whatever_came_back(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User, reply: Any
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    appointments_gp.booking_reply = reply
+    appointments_gp.reply_after_booking = True
+
+    booking = book(receptionist, patient, session, "A20047", slot)
+
+    assert booking.state == BookingState.CONFIRMED and booking.appointment_id
+    assert appointments_gp.bookings_posted() == 1
+    event = AuditEvent.objects.get(action="book")
+    assert event.outcome == "success" and "found in the patient's appointments" in event.detail
+
+
+def test_a_refusal_from_the_practice_is_not_booked_at_once_and_frees_the_slot(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    appointments_gp.booking_reply = (400, operation_outcome("INVALID_RESOURCE"))
+
+    with pytest.raises(service.AppointmentError):
+        book(receptionist, patient, session, "A20047", slot)
+
+    assert Booking.objects.get().state == BookingState.FAILED
+    appointments_gp.booking_reply = None
+    assert book(receptionist, patient, session, "A20047", slot).state == BookingState.CONFIRMED
+
+
+def test_an_unexpected_fault_after_sending_is_checked_rather_than_called_a_failure(
+    appointments_gp: AppointmentSandbox,
+    federation: Any,
+    receptionist: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    sent = GPConnectClient.book_appointment
+
+    def book_then_break(self: GPConnectClient, **kwargs: Any) -> Any:
+        sent(self, **kwargs)
+        raise RuntimeError("a bug of ours while reading the answer")
+
+    monkeypatch.setattr(GPConnectClient, "book_appointment", book_then_break)
+
+    booking = book(receptionist, patient, session, "A20047", slot)
+
+    assert booking.state == BookingState.CONFIRMED
+
+
+def test_an_unexpected_fault_before_sending_fails_the_booking_and_frees_the_slot(
+    appointments_gp: AppointmentSandbox,
+    federation: Any,
+    receptionist: User,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    chain = service._chain
+    monkeypatch.setattr(service, "_chain", lambda *args: 1 / 0)
+
+    with pytest.raises(service.AppointmentError, match="nothing was booked"):
+        book(receptionist, patient, session, "A20047", slot)
+
+    assert Booking.objects.get().state == BookingState.FAILED
+    monkeypatch.setattr(service, "_chain", chain)
+    assert book(receptionist, patient, session, "A20047", slot).state == BookingState.CONFIRMED
+
+
+def stalled_booking(
+    user: User, patient: service.BookingPatient, slot: Any, **fields: Any
+) -> Booking:
+    """A pending booking of the slot whose request stopped (its worker was killed)."""
+    return Booking.objects.create(
+        token=uuid.uuid4(),
+        user=user,
+        nhs_number=patient.nhs_number,
+        patient_key=patient.id,
+        practice_ods="A20047",
+        first_slot_id=slot.id,
+        slot_ids=[slot.id],
+        description="Review of repeat medication",
+        **{"lease_until": timezone.now() - timedelta(seconds=1), **fields},
+    )
+
+
+def test_a_booking_whose_request_stopped_before_sending_no_longer_holds_the_slot(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    colleague = make_user("colleague", "Receptionist")
+    stalled = stalled_booking(colleague, patient, slot)
+
+    booking = book(receptionist, patient, session, "A20047", slot)
+
+    assert booking.state == BookingState.CONFIRMED
+    stalled.refresh_from_db()
+    assert stalled.state == BookingState.FAILED and "stopped before" in stalled.failure
+    assert appointments_gp.bookings_posted() == 1
+
+
+def test_a_booking_still_being_made_is_left_alone_by_its_polling_page(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    busy = stalled_booking(
+        receptionist,
+        patient,
+        slot,
+        sent_at=timezone.now() - timedelta(minutes=5),
+        lease_until=timezone.now() + timedelta(minutes=1),  # its request is still going
+    )
+    asked = len(appointments_gp.paths)
+
+    checked = service.booking_get(user=receptionist, token=busy.token, session=session)
+
+    assert checked.state == BookingState.PENDING
+    assert len(appointments_gp.paths) == asked
+
+
+def test_the_scheduled_check_settles_a_booking_whose_request_stopped_after_sending(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    long_ago = timezone.now() - timedelta(hours=1)
+    stalled = stalled_booking(
+        receptionist,
+        patient,
+        slot,
+        sent_at=long_ago,
+        settle_until=long_ago,
+        start=slot.start,
+        end=slot.end,
+        patient_logical_id=f"pat-{patient.nhs_number}",  # the sandbox's logical ids
+    )
+
+    assert tasks.recheck_bookings() == 1
+
+    stalled.refresh_from_db()
+    assert stalled.state == BookingState.FAILED
+    assert AuditEvent.objects.get(action="book").detail.count("scheduled check") == 1
+
+
+def test_a_booking_whose_check_also_fails_is_unknown_and_resolved_by_the_scheduled_check(
     appointments_gp: AppointmentSandbox, federation: Any, receptionist: User, settings: Any
 ) -> None:
     settings.GPCONNECT_READ_TIMEOUT = 1
@@ -461,10 +807,102 @@ def test_a_booking_whose_check_also_fails_is_unknown_and_resolved_when_checked_a
     assert AuditEvent.objects.get(action="book").outcome == "unknown"
 
     appointments_gp.fail_after_booking = False
-    checked = service.booking_get(user=receptionist, token=booking.token, session=session)
+    expire_lease(booking)
+    assert tasks.recheck_bookings() == 1
 
-    assert checked.state == BookingState.CONFIRMED
+    booking.refresh_from_db()
+    assert booking.state == BookingState.CONFIRMED
     assert appointments_gp.bookings_posted() == 1
+
+
+def test_the_same_patient_booked_from_a_second_tab_gets_the_booking_in_flight(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    first_tab = stalled_booking(
+        receptionist, patient, slot, lease_until=timezone.now() + timedelta(minutes=1)
+    )
+
+    second_tab = book(receptionist, patient, session, "A20047", slot)
+
+    assert second_tab.pk == first_tab.pk
+    assert appointments_gp.bookings_posted() == 0
+
+
+def test_adjacent_slots_no_longer_all_free_are_refused_rather_than_booked_shorter(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    found = service.slots_search(
+        user=receptionist,
+        patient=patient,
+        session=session,
+        practice_codes=["A20047"],
+        start=appointments_gp.today() + timedelta(days=1),
+        days=7,
+        filters=service.SlotFilters(),
+    )
+    rows = [r for d in found.days for p in d.practices for r in p.rows]
+    index, row = next((i, r) for i, r in enumerate(rows) if r.followers >= 1)
+    follower = rows[index + 1]
+    colleague = make_user("colleague", "Receptionist")
+    taken = service.appointment_book(
+        user=colleague,
+        patient=patient_of(colleague, "placeholders", SessionStore()),
+        session=SessionStore(),
+        practice_ods="A20047",
+        slot_id=follower.id,
+        start=service.datetime.fromisoformat(follower.start_iso),
+        length=1,
+        description="Someone else's",
+        comment="",
+        token=uuid.uuid4(),
+        registration_confirmed=True,
+    )
+    assert taken.state == BookingState.CONFIRMED
+
+    with pytest.raises(service.AppointmentError, match="Only 1 of the 2 slots"):
+        service.appointment_book(
+            user=receptionist,
+            patient=patient,
+            session=session,
+            practice_ods="A20047",
+            slot_id=row.id,
+            start=service.datetime.fromisoformat(row.start_iso),
+            length=2,
+            description="Double appointment",
+            comment="",
+            token=uuid.uuid4(),
+            registration_confirmed=False,
+        )
+
+    assert appointments_gp.bookings_posted() == 1  # only the colleague's
+    assert Booking.objects.get(user=receptionist).state == BookingState.FAILED
+
+
+def test_only_our_booking_of_the_slot_with_its_description_and_time_counts_as_ours(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    booking = book(
+        receptionist, patient, session, "A20047", first_free_slot(appointments_gp, "A20047")
+    )
+    client = service._one_client(receptionist, session, "A20047")
+    assert booking.start is not None
+    day = booking.start.astimezone(service.UK).date()
+    made = client.search_appointments(booking.patient_logical_id, day, day).appointments
+    assert service._matching(made, booking) is not None
+
+    others = [
+        replace(made[0], description="Something else"),
+        replace(made[0], booking_organisation=Organisation(id="1", ods_code="Z99999")),
+        replace(made[0], created=booking.created_at - timedelta(days=2)),
+    ]
+    assert [service._matching([other], booking) for other in others] == [None, None, None]
 
 
 # Who may do what -----------------------------------------------------------------------------------

@@ -276,8 +276,26 @@ def test_nonsense_in_the_booking_query_is_a_400_and_an_unknown_practice_a_404(
     patient_id = patient_id_of(open_patient(desk, "documents"))
     url = reverse("viewer:appointment_book", args=[patient_id])
     assert desk.get(url, {"practice": "A20047", "slot": "x", "start": "soon"}).status_code == 400
-    unknown = {"practice": "ZZZ999", "slot": "x", "start": "2030-01-01T09:00:00+00:00"}
+    tomorrow = f"{appointments_gp.today() + timedelta(days=1)}T09:00:00+00:00"
+    unknown = {"practice": "ZZZ999", "slot": "x", "start": tomorrow}
     assert desk.get(url, unknown).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "start", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2001-01-01T09:00:00Z"]
+)
+def test_a_slot_time_out_of_range_is_refused_and_locks_nothing(
+    appointments_gp: AppointmentSandbox, federation: Any, desk: Client, start: str
+) -> None:
+    patient_id = patient_id_of(open_patient(desk, "documents"))
+    slot = first_free_slot(appointments_gp, "A20047")
+    _, token = booking_form(desk, patient_id, "A20047", slot)
+
+    response = post_booking(desk, patient_id, "A20047", slot, token, start=start)
+
+    assert response.status_code == 400
+    assert "Choose a slot from the list of free slots" in response.content.decode()
+    assert not Booking.objects.exists() and appointments_gp.bookings_posted() == 0
 
 
 def test_a_practice_that_is_down_shows_its_error_with_a_trace_id_and_never_a_500(

@@ -36,6 +36,7 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -52,15 +53,18 @@ from gpconnect import (
     GPConnectClient,
     GPConnectError,
     HumanName,
+    Interactions,
     Patient,
-    ProviderInternalError,
+    ProviderError,
     ProviderUnavailable,
     RequestingUser,
     SdsCache,
     Slot,
     SpineDirectory,
+    SpineProxyError,
     nhs_number,
 )
+from gpconnect.client import appointment_booking
 from viewer import audit, roles
 from viewer.appointment_presenters import (
     AppointmentRow,
@@ -94,6 +98,9 @@ LIST_DAYS = 183  # how far ahead a patient's appointments are listed
 MAX_TOGETHER = 4  # adjacent slots booked as one appointment, at most
 ALTERNATIVES = 5  # nearest free slots offered when the chosen one was taken
 ALTERNATIVES_DAYS = 7
+LEASE_MARGIN_SECONDS = 30  # on top of a step's timeouts, retries and back-off
+RECHECK_SECONDS = 15  # between two checks of a booking whose outcome is not known yet
+CLOCK_SKEW_SECONDS = 60  # between our clock and the practice's, when matching `created`
 
 TIMES_OF_DAY = {"morning": (0, 12), "afternoon": (12, 17), "evening": (17, 24)}
 CHANNELS = ("In-person", "Telephone", "Video")
@@ -114,11 +121,29 @@ SLOT_IN_FLIGHT_MESSAGE = (
 UNKNOWN_MESSAGE = (
     "The practice's system did not confirm the booking, and its list of the patient's "
     "appointments could not be read to check. The appointment may or may not have been "
-    "booked. Do not book again: check again in a few minutes."
+    "booked, so the slot stays held. Do not book again: this page checks again every few "
+    "seconds."
+)
+NOT_YET_MESSAGE = (
+    "The practice's system did not confirm the booking, and it is not in the patient's "
+    "appointments yet. The practice may still be making it, so the slot stays held. Do not "
+    "book again: this page checks again every few seconds."
 )
 NOT_BOOKED_MESSAGE = (
-    "The practice's system did not answer in time. Its list of the patient's appointments "
-    "shows that nothing was booked, so you can choose a slot again."
+    "The practice's system did not confirm the booking, and its list of the patient's "
+    "appointments shows that nothing was booked, so you can choose a slot again."
+)
+NOT_SENT_MESSAGE = (
+    "The booking stopped before it was sent to the practice, so nothing was booked. You "
+    "can choose a slot again."
+)
+TOO_SLOW_MESSAGE = (
+    "Getting the booking ready took too long, so it was not sent and nothing was booked. "
+    "Choose the slot again."
+)
+FAULT_MESSAGE = (
+    "A fault in this service stopped the booking before it was sent, so nothing was "
+    "booked. Please report it to your system administrator."
 )
 CHANGED_MESSAGE = (
     "Someone changed this appointment after you opened it, so your change was not made. "
@@ -440,11 +465,11 @@ class _Caller:
         )
 
 
-def _caller(user: UserLike, session: SessionBase) -> _Caller:
+def _caller(user: UserLike, session: SessionBase | None) -> _Caller:
     return _Caller(
         config=gpconnect_client_config(),
         who=roles.requesting_user(user),
-        sds_cache=dict(session.get(SDS_SESSION_KEY, {})),
+        sds_cache=dict(session.get(SDS_SESSION_KEY, {})) if session is not None else {},
     )
 
 
@@ -493,8 +518,11 @@ def _trace_ids(result: Any) -> tuple[str, ...]:
     return (trace_id,) if trace_id else ()
 
 
-def _one_client(user: UserLike, session: SessionBase, ods_code: str) -> GPConnectClient:
-    """A client for one practice in this thread, whose SDS answers the session keeps."""
+def _one_client(user: UserLike, session: SessionBase | None, ods_code: str) -> GPConnectClient:
+    """A client for one practice in this thread, whose SDS answers the session keeps.
+
+    Without a session (a scheduled check) SDS answers are kept for this client only.
+    """
     caller = _caller(user, session)
     sds = _directory(caller.config, caller.sds_cache)
 
@@ -502,10 +530,11 @@ def _one_client(user: UserLike, session: SessionBase, ods_code: str) -> GPConnec
         try:
             return sds.provider_endpoint(ods_code, interaction)
         finally:
-            session[SDS_SESSION_KEY] = {
-                **session.get(SDS_SESSION_KEY, {}),
-                **sds.cache.to_dict(),
-            }
+            if session is not None:
+                session[SDS_SESSION_KEY] = {
+                    **session.get(SDS_SESSION_KEY, {}),
+                    **sds.cache.to_dict(),
+                }
 
     return GPConnectClient(
         caller.config, user=caller.who, resolve_endpoint=resolve, http=http_client()
@@ -897,7 +926,7 @@ def _summary(practice: FederationPractice, slots: Sequence[Slot]) -> dict[str, A
 def _record_booking(
     user: UserLike, booking: Booking, outcome: str, detail: str, trace_ids: Sequence[str] = ()
 ) -> None:
-    traces = [t for t in trace_ids if t]
+    traces = list(dict.fromkeys(t for t in trace_ids if t))
     audit.record(
         user=user,
         action="book",
@@ -911,28 +940,112 @@ def _record_booking(
     )
 
 
-def _confirm(booking: Booking, appointment: Appointment) -> None:
-    booking.state = BookingState.CONFIRMED
-    booking.appointment_id = appointment.id
-    booking.appointment_version = appointment.version or ""
-    booking.summary = {**booking.summary, "appointment_id": appointment.id}
-    booking.failure = ""
-    booking.save()
+# Every change to a booking after it is written goes through `_move`: a conditional UPDATE
+# (`WHERE state IN …`), so the request booking a slot and a check of the same booking (a
+# polling page, a colleague's form, the scheduled check) never overwrite each other.
 
 
-def _fail(booking: Booking, message: str, state: str = BookingState.FAILED) -> None:
-    booking.state = state
-    booking.failure = message[:500]
-    booking.save()
+def _lease() -> timedelta:
+    """How long one step of a booking (a read with its retries, or the POST) may take."""
+    config = gpconnect_client_config()
+    timeouts, retry = config.timeouts, config.retry
+    per_try = timeouts.connect + max(timeouts.read, timeouts.write) + retry.max_backoff
+    return timedelta(seconds=retry.attempts * per_try + LEASE_MARGIN_SECONDS)
+
+
+def _settle() -> timedelta:
+    return timedelta(seconds=int(settings.GPCONNECT_BOOKING_SETTLE_SECONDS))
+
+
+def _move(booking: Booking, from_states: Sequence[str], **changes: Any) -> bool:
+    """Change the booking only if its state is one of `from_states`; return whether it was.
+
+    The booking is read again either way, so it says what is true now.
+    """
+    changes["updated_at"] = timezone.now()
+    moved = Booking.objects.filter(pk=booking.pk, state__in=from_states).update(**changes) == 1
+    booking.refresh_from_db()
+    return moved
+
+
+def _confirm(booking: Booking, appointment: Appointment, trace_id: str | None = None) -> bool:
+    # Even from failed: the practice holds the appointment, whatever we thought before.
+    return _move(
+        booking,
+        (BookingState.PENDING, BookingState.UNKNOWN, BookingState.FAILED),
+        state=BookingState.CONFIRMED,
+        appointment_id=appointment.id,
+        appointment_version=appointment.version or "",
+        summary={**booking.summary, "appointment_id": appointment.id},
+        failure="",
+        lease_until=None,
+        trace_id=booking.trace_id if trace_id is None else trace_id,
+    )
+
+
+def _fail(booking: Booking, message: str) -> bool:
+    return _move(
+        booking,
+        BOOKING_IN_FLIGHT,
+        state=BookingState.FAILED,
+        failure=message[:500],
+        lease_until=None,
+    )
+
+
+def _unsure(booking: Booking, message: str, settle_until: datetime) -> bool:
+    """Keep the booking (and its slot) in flight, to be checked again a little later."""
+    now = timezone.now()
+    return _move(
+        booking,
+        BOOKING_IN_FLIGHT,
+        state=BookingState.UNKNOWN,
+        failure=message[:500],
+        settle_until=settle_until,
+        lease_until=now + timedelta(seconds=RECHECK_SECONDS),
+    )
+
+
+def _hold(booking: Booking, **changes: Any) -> None:
+    """Extend the booking request's lease before its next step (and save `changes`).
+
+    Raises `AppointmentError` when the lease ran out and a check has since decided the
+    booking was never sent: nothing may be sent for it any more.
+    """
+    if not _move(
+        booking,
+        (BookingState.PENDING,),
+        lease_until=timezone.now() + _lease(),
+        **changes,
+    ):
+        raise AppointmentError(TOO_SLOW_MESSAGE, reason="lease_lost")
 
 
 def _matching(appointments: Sequence[Appointment], booking: Booking) -> Appointment | None:
-    """Return the appointment that is this booking: same slots (when listed) and same start."""
+    """Return the appointment that is this booking, or None.
+
+    It must be at the booking's start, for its slots (when listed), with its description,
+    made by our organisation (when the practice names it), and created no earlier than the
+    booking (when the practice says; give or take a little clock difference).
+    """
+    ours = settings.GPCONNECT_CONSUMER_ODS_CODE.strip().upper()
+    since = booking.created_at.replace(microsecond=0) - timedelta(seconds=CLOCK_SKEW_SECONDS)
     for appointment in appointments:
         if appointment.cancelled or appointment.start != booking.start:
             continue
-        if not appointment.slot_ids or set(appointment.slot_ids) == set(booking.slot_ids):
-            return appointment
+        if appointment.slot_ids and set(appointment.slot_ids) != set(booking.slot_ids):
+            continue
+        if (appointment.description or "").strip() != booking.description.strip():
+            continue
+        organisation = appointment.booking_organisation
+        if organisation and organisation.ods_code and organisation.ods_code.upper() != ours:
+            continue
+        created = appointment.created
+        if isinstance(created, datetime) and created < since:
+            continue
+        if type(created) is date and created < since.astimezone(UK).date():
+            continue
+        return appointment
     return None
 
 
@@ -947,7 +1060,59 @@ def _reconcile(client: GPConnectClient, booking: Booking) -> tuple[Appointment |
     return _matching(listed.appointments, booking), listed.trace_id
 
 
+def _register(
+    user: UserLike,
+    patient: BookingPatient,
+    client: GPConnectClient,
+    practice: FederationPractice,
+    trace_ids: list[str],
+) -> tuple[str, bool]:
+    """Register the patient temporarily at the practice; audited as "register_patient"."""
+
+    def note(outcome: str, detail: str, trace_id: str) -> None:
+        audit.record(
+            user=user,
+            action="register_patient",
+            outcome=outcome,
+            nhs_number=patient.nhs_number,
+            context_id=patient.id,
+            trace_id=trace_id,
+            detail=f"{practice.ods_code}: {detail}",
+        )
+
+    try:
+        record = client.register_patient(patient.pds)
+    except DuplicateRejected as error:
+        # Registered by someone else meanwhile: find them again.
+        trace_ids.append(error.trace_id or "")
+        again = client.find_patient(patient.nhs_number, capability=Capability.APPOINTMENTS)
+        trace_ids.append(again.trace_id)
+        note(
+            "success" if again.patient else "failure",
+            "already registered by someone else meanwhile"
+            + ("" if again.patient else ", yet not found"),
+            again.trace_id,
+        )
+        if again.patient is None:
+            raise
+        return again.patient.id, False
+    except ValueError as error:
+        note("failure", f"not sent: {error}", "")
+        raise AppointmentError(
+            f"The patient cannot be registered at {practice.display_name}: {error}.",
+            reason="registration_refused",
+        ) from error
+    except GPConnectError as error:
+        trace_ids.append(error.trace_id or "")
+        note("failure", f"{type(error).__name__}: {error.message}", error.trace_id or "")
+        raise
+    trace_ids.append(record.trace_id)
+    note("success", f"registered temporarily as {record.patient.id}", record.trace_id)
+    return record.patient.id, True
+
+
 def _patient_at_practice(
+    user: UserLike,
     session: SessionBase,
     patient: BookingPatient,
     client: GPConnectClient,
@@ -965,34 +1130,18 @@ def _patient_at_practice(
         return known, False
     found = client.find_patient(patient.nhs_number, capability=Capability.APPOINTMENTS)
     trace_ids.append(found.trace_id)
-    if found.patient is None:
-        if not registration_confirmed:
-            raise RegistrationNeeded(
-                f"{practice.display_name} has no record of this patient. Check the details "
-                "from the Personal Demographics Service (PDS) with the patient, then confirm "
-                "them to register the patient there temporarily.",
-                reason="registration_needed",
-                trace_id=found.trace_id,
-            )
-        try:
-            record = client.register_patient(patient.pds)
-            trace_ids.append(record.trace_id)
-            logical_id, registered = record.patient.id, True
-        except DuplicateRejected as error:
-            # Registered by someone else meanwhile: find them again.
-            trace_ids.append(error.trace_id or "")
-            again = client.find_patient(patient.nhs_number, capability=Capability.APPOINTMENTS)
-            trace_ids.append(again.trace_id)
-            if again.patient is None:
-                raise
-            logical_id, registered = again.patient.id, False
-        except ValueError as error:
-            raise AppointmentError(
-                f"The patient cannot be registered at {practice.display_name}: {error}.",
-                reason="registration_refused",
-            ) from error
-    else:
+    if found.patient is not None:
         logical_id, registered = found.patient.id, False
+    elif not registration_confirmed:
+        raise RegistrationNeeded(
+            f"{practice.display_name} has no record of this patient. Check the details "
+            "from the Personal Demographics Service (PDS) with the patient, then confirm "
+            "them to register the patient there temporarily.",
+            reason="registration_needed",
+            trace_id=found.trace_id,
+        )
+    else:
+        logical_id, registered = _register(user, patient, client, practice, trace_ids)
     _remember_practice_id(session, patient, practice.ods_code, logical_id)
     return logical_id, registered
 
@@ -1006,11 +1155,14 @@ def _claim(
     token: uuid.UUID,
     description: str,
     comment: str,
+    check_holder: bool = True,
 ) -> tuple[Booking, bool]:
     """Write the pending booking, or return the one this form (token) already made.
 
     The second value is True when the row is new. Raises `_InFlight` with the booking
-    that holds the slot when another form is booking it right now.
+    that holds the slot when another form is booking it right now. A holder whose lease
+    ran out (its request stopped, or its outcome is still unknown) is checked first, and
+    the slot is claimed if that check decides it.
     """
     existing = Booking.objects.filter(token=token).first()
     if existing is not None:
@@ -1030,6 +1182,7 @@ def _claim(
                     slot_ids=[slot_id],
                     description=description,
                     comment=comment,
+                    lease_until=timezone.now() + _lease(),
                 ),
                 True,
             )
@@ -1042,6 +1195,19 @@ def _claim(
         holder = Booking.objects.filter(
             practice_ods=practice.ods_code, first_slot_id=slot_id, state__in=BOOKING_IN_FLIGHT
         ).first()
+        if holder is not None and check_holder and _lease_over(holder):
+            holder = _recheck(holder, why="checked when another booking of the slot was tried")
+            if holder.state not in BOOKING_IN_FLIGHT:
+                return _claim(
+                    user=user,
+                    patient=patient,
+                    practice=practice,
+                    slot_id=slot_id,
+                    token=token,
+                    description=description,
+                    comment=comment,
+                    check_holder=False,
+                )
         raise _InFlight(holder) from None
 
 
@@ -1067,10 +1233,11 @@ def appointment_book(
     """Book the slot (and `length - 1` slots straight after it) for the patient, once.
 
     Returns the `Booking`, whose state says what happened: confirmed; failed (nothing
-    booked, `failure` says why); unknown (the practice did not answer and could not be
-    read back). The same `token` returns the same booking without calling the practice
-    again. Raises `SlotTaken` (with the nearest alternatives) when someone else has the
-    slot, `RegistrationNeeded` when the practice has no record of the patient and the
+    booked, `failure` says why); unknown (the practice did not confirm it and it is not,
+    or not yet, in the patient's list: it is checked again until it settles). The same
+    `token` returns the same booking without calling the practice again. Raises
+    `SlotTaken` (with the nearest alternatives) when someone else has the slot,
+    `RegistrationNeeded` when the practice has no record of the patient and the
     receptionist has not confirmed their PDS details, `AppointmentError` for anything
     else the user must read, and `GPConnectError` when the slot could not be checked.
     """
@@ -1088,23 +1255,7 @@ def appointment_book(
             comment=comment,
         )
     except _InFlight as busy:
-        client = _one_client(user, session, practice.ods_code)
-        holder = busy.holder
-        mine = holder is not None and holder.user_id == _user_id(user)
-        if holder is not None and mine and holder.nhs_number == patient.nhs_number:
-            return holder  # this patient's booking of this slot, from another tab
-        audit.record(
-            user=user,
-            action="book",
-            outcome="failure",
-            nhs_number=patient.nhs_number,
-            context_id=patient.id,
-            detail=f"{practice.ods_code} {slot_id}: not sent, another booking of the slot "
-            "through this service is in flight",
-        )
-        raise _slot_taken(
-            user, patient, client, practice, start, {slot_id}, message=SLOT_IN_FLIGHT_MESSAGE
-        ) from None
+        return _in_flight(user, patient, session, practice, slot_id, start, busy.holder)
     if not new:
         return booking  # a second submission of the same form: nothing is sent again
     return _book(
@@ -1116,6 +1267,34 @@ def appointment_book(
         start=start,
         length=length,
         registration_confirmed=registration_confirmed,
+    )
+
+
+def _in_flight(
+    user: UserLike,
+    patient: BookingPatient,
+    session: SessionBase,
+    practice: FederationPractice,
+    slot_id: str,
+    start: datetime,
+    holder: Booking | None,
+) -> Booking:
+    """The slot is being booked by another form: this patient's from another tab, or not."""
+    mine = holder is not None and holder.user_id == _user_id(user)
+    if holder is not None and mine and holder.nhs_number == patient.nhs_number:
+        return holder  # this patient's booking of this slot, from another tab
+    audit.record(
+        user=user,
+        action="book",
+        outcome="failure",
+        nhs_number=patient.nhs_number,
+        context_id=patient.id,
+        detail=f"{practice.ods_code} {slot_id}: not sent, another booking of the slot "
+        "through this service is in flight",
+    )
+    client = _one_client(user, session, practice.ods_code)
+    raise _slot_taken(
+        user, patient, client, practice, start, {slot_id}, message=SLOT_IN_FLIGHT_MESSAGE
     )
 
 
@@ -1133,47 +1312,33 @@ def _book(
     client = _one_client(user, session, practice.ods_code)
     traces: list[str] = []
     try:
-        chain, trace_id = _chain(client, booking.first_slot_id, start)
-        traces.append(trace_id)
-        if not chain:
-            _fail(booking, "The slot was no longer free.")
-            _record_booking(
-                user, booking, "failure", "not sent: the slot is no longer free", traces
-            )
-            raise _slot_taken(user, patient, client, practice, start, {booking.first_slot_id})
-        slots = chain[: max(1, min(length, len(chain)))]
-        booking.slot_ids = [s.id for s in slots]
-        booking.start, booking.end = slots[0].start, slots[-1].end
-        booking.summary = {
-            **_summary(practice, slots),
-            "description": booking.description,
-            "comment": booking.comment,
-        }
-        booking.save()
-        booking.patient_logical_id, booking.registered = _patient_at_practice(
-            session,
+        slots = _prepare(
+            user,
             patient,
+            session,
             client,
             practice,
-            registration_confirmed=registration_confirmed,
-            trace_ids=traces,
-        )
-        booking.save()
-    except AppointmentError as error:
-        if booking.state == BookingState.PENDING:
-            _fail(booking, error.message)
-            _record_booking(user, booking, "failure", f"not sent: {error.reason}", traces)
-        raise
-    except GPConnectError as error:
-        _fail(booking, error.message)
-        _record_booking(
-            user,
             booking,
-            "failure",
-            f"not sent: {type(error).__name__}: {error.message}",
-            [*traces, error.trace_id or ""],
+            start,
+            length,
+            traces,
+            registration_confirmed=registration_confirmed,
         )
+    except SlotTaken:
         raise
+    except (AppointmentError, GPConnectError) as error:
+        reason = error.reason if isinstance(error, AppointmentError) else type(error).__name__
+        if isinstance(error, GPConnectError):
+            traces.append(error.trace_id or "")
+        if _fail(booking, error.message):
+            _record_booking(user, booking, "failure", f"not sent: {reason}", traces)
+        raise
+    except Exception as error:
+        # A fault of ours before anything was sent: the slot must not stay locked.
+        logger.exception("Booking %s stopped before it was sent", booking.token)
+        _fail(booking, FAULT_MESSAGE)
+        _record_booking(user, booking, "failure", f"not sent: {type(error).__name__}", traces)
+        raise AppointmentError(FAULT_MESSAGE, reason="fault") from error
 
     registered = "; registered temporarily first" if booking.registered else ""
     try:
@@ -1183,71 +1348,189 @@ def _book(
             description=booking.description,
             comment=booking.comment or None,
         )
-    except DuplicateRejected as error:
-        # Ours from another form, or someone else's: the patient's list tells which.
-        booking.trace_id = error.trace_id or ""
-        return _after_ambiguous(
-            user, patient, client, practice, booking, error, taken=True, note=registered
-        )
-    except (ProviderUnavailable, ProviderInternalError) as error:
-        booking.trace_id = error.trace_id or ""
-        return _after_ambiguous(
-            user, patient, client, practice, booking, error, taken=False, note=registered
-        )
-    except (ConfigurationError, ValueError) as error:
-        message = (
-            "This service is not set up to book appointments: it has no phone number for "
-            "the practice to contact us on (GPCONNECT_ORGANISATION_PHONE). Tell your system "
-            "administrator."
-            if isinstance(error, ConfigurationError)
-            else f"The booking could not be sent: {error}."
-        )
-        _fail(booking, message)
-        _record_booking(user, booking, "failure", f"not sent: {error}", traces)
-        logger.error("Booking %s not sent: %s", booking.token, error)
-        raise AppointmentError(message, reason="not_sent") from error
-    except GPConnectError as error:
-        booking.trace_id = error.trace_id or ""
-        _fail(booking, error.message)
-        _record_booking(
-            user, booking, "failure", f"{type(error).__name__}: {error.message}{registered}"
-        )
-        raise AppointmentError(
-            error.message, reason=type(error).__name__, trace_id=error.trace_id
-        ) from error
-    booking.trace_id = appointment.trace_id
-    _confirm(booking, appointment)
-    _record_booking(user, booking, "success", f"booked as {appointment.id}{registered}")
+    except Exception as error:
+        return _after_post(user, patient, client, practice, booking, error, traces, registered)
+    if not _confirm(booking, appointment, appointment.trace_id):
+        logger.error("Booking %s made as %s, yet not pending", booking.token, appointment.id)
+    _record_booking(
+        user,
+        booking,
+        "success",
+        f"booked as {appointment.id}{registered}",
+        [*traces, appointment.trace_id],
+    )
     return booking
 
 
-def _after_ambiguous(
+def _prepare(
+    user: UserLike,
+    patient: BookingPatient,
+    session: SessionBase,
+    client: GPConnectClient,
+    practice: FederationPractice,
+    booking: Booking,
+    start: datetime,
+    length: int,
+    traces: list[str],
+    *,
+    registration_confirmed: bool,
+) -> list[Slot]:
+    """Everything before `POST /Appointment`: the slots are still free, the patient is
+    known (or registered), the request would be accepted by us; then mark it sent.
+
+    Raises what the user must hear; nothing has been sent to book when it does.
+    """
+    chain, trace_id = _chain(client, booking.first_slot_id, start)
+    traces.append(trace_id)
+    if not chain:
+        _fail(booking, "The slot was no longer free.")
+        _record_booking(user, booking, "failure", "not sent: the slot is no longer free", traces)
+        raise _slot_taken(user, patient, client, practice, start, {booking.first_slot_id})
+    if length > len(chain):
+        raise AppointmentError(
+            _too_long_message(length, len(chain)), reason="slots_taken", title="Not booked"
+        )
+    slots = chain[: max(1, length)]
+    summary = {
+        **_summary(practice, slots),
+        "description": booking.description,
+        "comment": booking.comment,
+    }
+    _hold(
+        booking,
+        slot_ids=[s.id for s in slots],
+        start=slots[0].start,
+        end=slots[-1].end,
+        summary=summary,
+    )
+    logical_id, registered = _patient_at_practice(
+        user,
+        session,
+        patient,
+        client,
+        practice,
+        registration_confirmed=registration_confirmed,
+        trace_ids=traces,
+    )
+    _hold(booking, patient_logical_id=logical_id, registered=registered)
+    # What would stop the booking before it is sent stops it here instead, so that any
+    # failure from the POST on means it was sent: an SDS lookup, a body we would not send.
+    client.endpoint_for(Interactions.APPOINTMENT_CREATE)
+    try:
+        appointment_booking(
+            consumer=client.config.consumer,
+            patient_id=logical_id,
+            slots=slots,
+            description=booking.description,
+            comment=booking.comment or None,
+            created=timezone.now(),
+        )
+    except (ConfigurationError, ValueError) as error:
+        logger.error("Booking %s not sent: %s", booking.token, error)
+        raise AppointmentError(_not_sendable_message(error), reason="not_sent") from error
+    now = timezone.now()
+    _hold(booking, sent_at=now, settle_until=now + _lease() + _settle())
+    return slots
+
+
+def _too_long_message(wanted: int, free: int) -> str:
+    return (
+        f"Only {free} of the {wanted} slots you chose {'is' if free == 1 else 'are'} still "
+        "free, so nothing was booked. Choose how long the appointment should be again."
+    )
+
+
+def _not_sendable_message(error: Exception) -> str:
+    if isinstance(error, ConfigurationError):
+        return (
+            "This service is not set up to book appointments: it has no phone number for "
+            "the practice to contact us on (GPCONNECT_ORGANISATION_PHONE). Tell your system "
+            "administrator."
+        )
+    return f"The booking could not be sent: {error}."
+
+
+def _refused(error: Exception) -> bool:
+    """Whether the booking was refused outright, so nothing can have been booked: a 4xx.
+
+    From the practice; or from the Spine Secure Proxy, which forwards nothing it refuses
+    (the practice's own refusals come back through it as the practice's errors).
+    """
+    status = getattr(error, "http_status", None)
+    return (
+        isinstance(error, (ProviderError, SpineProxyError))
+        and status is not None
+        and 400 <= status < 500
+    )
+
+
+def _answered(error: Exception) -> bool:
+    """Whether the practice itself answered the booking with an error (a 5xx of its own)."""
+    status = getattr(error, "http_status", None)
+    return isinstance(error, ProviderError) and status is not None and status >= 500
+
+
+def _after_post(
     user: UserLike,
     patient: BookingPatient,
     client: GPConnectClient,
     practice: FederationPractice,
     booking: Booking,
-    error: GPConnectError,
-    *,
-    taken: bool,
+    error: Exception,
+    traces: list[str],
     note: str,
 ) -> Booking:
-    """After a 409, a timeout or a 5xx: read the patient's list before saying anything."""
-    what = "409 DUPLICATE_REJECTED" if taken else f"{type(error).__name__} ({error.message})"
-    logger.warning("Booking %s: %s; trace ID %s; reconciling", booking.token, what, error.trace_id)
-    booking.state = BookingState.UNKNOWN
-    booking.save()
+    """Decide what the POST's failure means before saying anything.
+
+    A 409 means someone (maybe us) holds the slot; any other 4xx is a refusal; a 5xx the
+    practice sent is checked once. Anything else (a timeout, a gateway's error, a reply
+    we could not read, a fault of ours) may still become a booking: it is checked now and
+    stays unknown, with its slot locked, until a check finds it or it settles.
+    """
+    trace_id = getattr(error, "trace_id", None) or ""
+    _move(booking, BOOKING_IN_FLIGHT, trace_id=trace_id)
+    traces = [*traces, trace_id]
+    if isinstance(error, DuplicateRejected):
+        return _after_taken(user, patient, client, practice, booking, error, traces, note)
+    what = f"{type(error).__name__} ({getattr(error, 'message', '') or error})"
+    if _refused(error):
+        assert isinstance(error, GPConnectError)
+        _fail(booking, error.message)
+        _record_booking(user, booking, "failure", f"refused: {what}{note}", traces)
+        raise AppointmentError(
+            error.message, reason=type(error).__name__, trace_id=error.trace_id
+        ) from error
+    if not isinstance(error, GPConnectError):
+        logger.exception("Booking %s: the POST failed unexpectedly", booking.token)
+    logger.warning("Booking %s: %s; trace ID %s; reconciling", booking.token, what, trace_id)
+    answered = _answered(error)
+    settle_until = timezone.now() + (timedelta(0) if answered else _settle())
+    _check(user, client, booking, traces, what=f"{what}{note}", settle_until=settle_until)
+    return booking
+
+
+def _after_taken(
+    user: UserLike,
+    patient: BookingPatient,
+    client: GPConnectClient,
+    practice: FederationPractice,
+    booking: Booking,
+    error: DuplicateRejected,
+    traces: list[str],
+    note: str,
+) -> Booking:
+    """After a 409: our own booking (another form made it), or the slot went to someone else."""
+    what = f"409 DUPLICATE_REJECTED{note}"
     try:
         match, list_trace = _reconcile(client, booking)
     except GPConnectError as unreadable:
-        _fail(booking, UNKNOWN_MESSAGE, BookingState.UNKNOWN)
+        _unsure(booking, UNKNOWN_MESSAGE, timezone.now())
         _record_booking(
             user,
             booking,
             "unknown",
-            f"{what}; the patient's appointments could not be read "
-            f"({type(unreadable).__name__}){note}",
-            [booking.trace_id, unreadable.trace_id or ""],
+            f"{what}; the patient's appointments could not be read ({type(unreadable).__name__})",
+            [*traces, unreadable.trace_id or ""],
         )
         return booking
     if match is not None:
@@ -1256,42 +1539,121 @@ def _after_ambiguous(
             user,
             booking,
             "success",
-            f"{what}, then found in the patient's appointments as {match.id}{note}",
-            [booking.trace_id, list_trace],
+            f"{what}, then found in the patient's appointments as {match.id}",
+            [*traces, list_trace],
         )
         return booking
-    if taken:
-        _fail(booking, SLOT_TAKEN_MESSAGE)
-        _record_booking(
-            user,
-            booking,
-            "failure",
-            f"{what}: slot taken by someone else, not in the patient's appointments{note}",
-            [booking.trace_id, list_trace],
-        )
-        assert booking.start is not None
-        raise _slot_taken(
-            user,
-            patient,
-            client,
-            practice,
-            booking.start,
-            set(booking.slot_ids),
-            trace_id=booking.trace_id,
-        )
-    _fail(booking, NOT_BOOKED_MESSAGE)
+    _fail(booking, SLOT_TAKEN_MESSAGE)
     _record_booking(
         user,
         booking,
         "failure",
-        f"{what}: not in the patient's appointments, so not booked{note}",
-        [booking.trace_id, list_trace],
+        f"{what}: slot taken by someone else, not in the patient's appointments",
+        [*traces, list_trace],
     )
+    assert booking.start is not None
+    raise _slot_taken(
+        user,
+        patient,
+        client,
+        practice,
+        booking.start,
+        set(booking.slot_ids),
+        trace_id=booking.trace_id,
+    ) from error
+
+
+def _check(
+    user: UserLike,
+    client: GPConnectClient,
+    booking: Booking,
+    traces: Sequence[str],
+    *,
+    what: str,
+    settle_until: datetime,
+) -> None:
+    """Look for the booking in the patient's list: confirmed if there; failed if not and it
+    has settled; otherwise unknown, to be checked again. Audited as "book"."""
+    try:
+        match, list_trace = _reconcile(client, booking)
+    except GPConnectError as unreadable:
+        _unsure(booking, UNKNOWN_MESSAGE, settle_until)
+        _record_booking(
+            user,
+            booking,
+            "unknown",
+            f"{what}; the patient's appointments could not be read ({type(unreadable).__name__})",
+            [*traces, unreadable.trace_id or ""],
+        )
+        return
+    traces = [*traces, list_trace]
+    if match is not None:
+        _confirm(booking, match)
+        _record_booking(
+            user,
+            booking,
+            "success",
+            f"{what}, then found in the patient's appointments as {match.id}",
+            traces,
+        )
+    elif timezone.now() >= settle_until:
+        _fail(booking, NOT_BOOKED_MESSAGE)
+        _record_booking(
+            user,
+            booking,
+            "failure",
+            f"{what}: not in the patient's appointments, so not booked",
+            traces,
+        )
+    else:
+        _unsure(booking, NOT_YET_MESSAGE, settle_until)
+        _record_booking(
+            user,
+            booking,
+            "unknown",
+            f"{what}: not in the patient's appointments yet; "
+            f"checked again until {settle_until.isoformat(timespec='seconds')}",
+            traces,
+        )
+
+
+def _lease_over(booking: Booking) -> bool:
+    return booking.lease_until is None or booking.lease_until <= timezone.now()
+
+
+def _recheck(booking: Booking, *, why: str, session: SessionBase | None = None) -> Booking:
+    """Check an in-flight booking whose lease ran out, as the user who made it.
+
+    Nothing happens if someone else holds its lease: the request still booking it, or
+    another check. One never sent is failed without asking the practice.
+    """
+    now = timezone.now()
+    took = (
+        Booking.objects.filter(pk=booking.pk, state__in=BOOKING_IN_FLIGHT)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
+        .update(lease_until=now + _lease())
+    )
+    booking.refresh_from_db()
+    if not took:
+        return booking
+    user = booking.user
+    if booking.sent_at is None or not booking.patient_logical_id or booking.start is None:
+        _fail(booking, NOT_SENT_MESSAGE)
+        _record_booking(user, booking, "failure", f"{why}: the request stopped before sending it")
+        return booking
+    settle_until = booking.settle_until or booking.sent_at + _lease() + _settle()
+    try:
+        client = _one_client(user, session, booking.practice_ods)
+        _check(user, client, booking, [], what=why, settle_until=settle_until)
+    except Exception:
+        # Never leave it held: the next check tries again.
+        logger.exception("Booking %s could not be checked", booking.token)
+        _move(booking, BOOKING_IN_FLIGHT, lease_until=now + timedelta(seconds=RECHECK_SECONDS))
     return booking
 
 
 def booking_get(*, user: UserLike, token: uuid.UUID, session: SessionBase) -> Booking:
-    """Return this user's booking; an unknown one (or one pending too long) is checked again.
+    """Return this user's booking; one still in flight is checked again once its lease is over.
 
     Another user's booking, or none, is a 404 audited as "access_denied".
     """
@@ -1306,37 +1668,28 @@ def booking_get(*, user: UserLike, token: uuid.UUID, session: SessionBase) -> Bo
             detail=f"booking {token} is not this user's",
         )
         raise Http404("No such booking")
-    stale = timezone.now() - timedelta(
-        seconds=int(settings.GPCONNECT_READ_TIMEOUT) + int(settings.GPCONNECT_CONNECT_TIMEOUT) + 30
-    )
-    stuck = booking.state == BookingState.PENDING and booking.updated_at < stale
-    unsure = booking.state == BookingState.UNKNOWN or stuck
-    if unsure and booking.patient_logical_id and booking.start is not None:
-        _check_again(user, session, booking)
+    if booking.state in BOOKING_IN_FLIGHT and _lease_over(booking):
+        booking = _recheck(booking, why="checked again", session=session)
     return booking
 
 
-def _check_again(user: UserLike, session: SessionBase, booking: Booking) -> None:
-    client = _one_client(user, session, booking.practice_ods)
-    try:
-        match, trace_id = _reconcile(client, booking)
-    except GPConnectError as error:
-        _record_booking(
-            user,
-            booking,
-            "unknown",
-            f"checked again: the patient's appointments could not be read ({type(error).__name__})",
-            [error.trace_id or ""],
-        )
-        return
-    if match is not None:
-        _confirm(booking, match)
-        _record_booking(user, booking, "success", f"checked again: found as {match.id}", [trace_id])
-    else:
-        _fail(booking, NOT_BOOKED_MESSAGE)
-        _record_booking(
-            user, booking, "failure", "checked again: not in the patient's appointments", [trace_id]
-        )
+def bookings_recheck(*, limit: int = 50) -> int:
+    """Check again the in-flight bookings whose lease is over; return how many were checked.
+
+    The scheduled check (Celery beat): a booking whose request died, or whose outcome is
+    unknown and nobody is looking at, is settled all the same, and its slot freed if it
+    was not booked.
+    """
+    now = timezone.now()
+    due = list(
+        Booking.objects.filter(state__in=BOOKING_IN_FLIGHT)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
+        .select_related("user")
+        .order_by("lease_until")[:limit]
+    )
+    for booking in due:
+        _recheck(booking, why="checked again by the scheduled check")
+    return len(due)
 
 
 # The patient's appointments: list, amend, cancel ---------------------------------------------
@@ -1438,6 +1791,27 @@ class AppointmentView:
     appointment: Appointment
 
 
+def _read_note(
+    user: UserLike,
+    patient: BookingPatient,
+    practice: FederationPractice,
+    outcome: str,
+    detail: str,
+    trace_id: str,
+    appointment_id: str = "",
+) -> None:
+    audit.record(
+        user=user,
+        action="read_appointment",
+        outcome=outcome,
+        nhs_number=patient.nhs_number,
+        context_id=patient.id,
+        document_id=appointment_id,
+        trace_id=trace_id,
+        detail=f"{practice.ods_code}: {detail}",
+    )
+
+
 def _appointment_of(
     user: UserLike,
     patient: BookingPatient,
@@ -1446,13 +1820,27 @@ def _appointment_of(
     key: str,
     client: GPConnectClient,
 ) -> Appointment:
-    """Return the patient's appointment with this opaque key at the practice; otherwise 404."""
-    listed = _list_at(
-        client,
-        patient.nhs_number,
-        patient.practice_ids.get(practice.ods_code),
-        timezone.localdate(),
-    )
+    """Return the patient's appointment with this opaque key at the practice; otherwise 404.
+
+    The read is audited as "read_appointment".
+    """
+    try:
+        listed = _list_at(
+            client,
+            patient.nhs_number,
+            patient.practice_ids.get(practice.ods_code),
+            timezone.localdate(),
+        )
+    except GPConnectError as error:
+        _read_note(
+            user,
+            patient,
+            practice,
+            "failure",
+            f"the patient's appointments could not be read: {type(error).__name__}",
+            error.trace_id or "",
+        )
+        raise
     appointment: Appointment | None = None
     if listed is not None:
         logical_id, appointments = listed
@@ -1476,6 +1864,15 @@ def _appointment_of(
             detail=f"appointment not in this patient's list at {practice.ods_code}",
         )
         raise Http404("No such appointment for this patient")
+    _read_note(
+        user,
+        patient,
+        practice,
+        "success",
+        f"read (version {appointment.version}) from the patient's appointments",
+        appointment.trace_id,
+        appointment.id,
+    )
     return appointment
 
 
@@ -1488,7 +1885,28 @@ def appointment_get(
     practice = _practice(practice_ods)
     client = _one_client(user, session, practice.ods_code)
     listed = _appointment_of(user, patient, session, practice, key, client)
-    fresh = client.read_appointment(listed.id)
+    try:
+        fresh = client.read_appointment(listed.id)
+    except GPConnectError as error:
+        _read_note(
+            user,
+            patient,
+            practice,
+            "failure",
+            type(error).__name__,
+            error.trace_id or "",
+            listed.id,
+        )
+        raise
+    _read_note(
+        user,
+        patient,
+        practice,
+        "success",
+        f"read (version {fresh.version})",
+        fresh.trace_id,
+        fresh.id,
+    )
     return AppointmentView(practice, AppointmentRow.of(fresh, key=key), fresh)
 
 
@@ -1501,6 +1919,7 @@ def _change(
     practice_ods: str,
     key: str,
     change: Callable[[GPConnectClient, Appointment], Appointment],
+    made: Callable[[Appointment], bool],
     what: str,
 ) -> Appointment:
     if not roles.can(user, "book"):
@@ -1509,7 +1928,8 @@ def _change(
     client = _one_client(user, session, practice.ods_code)
     appointment = _appointment_of(user, patient, session, practice, key, client)
 
-    def note(outcome: str, detail: str, trace_id: str) -> None:
+    def note(outcome: str, detail: str, *trace_ids: str) -> None:
+        traces = [t for t in trace_ids if t]
         audit.record(
             user=user,
             action=action,
@@ -1517,8 +1937,9 @@ def _change(
             nhs_number=patient.nhs_number,
             context_id=patient.id,
             document_id=appointment.id,
-            trace_id=trace_id,
-            detail=f"{practice.ods_code}: {detail}",
+            trace_id=traces[0] if traces else "",
+            detail=f"{practice.ods_code}: {detail}"
+            + (f"; trace IDs: {', '.join(traces)}" if len(traces) > 1 else ""),
         )
 
     try:
@@ -1536,17 +1957,62 @@ def _change(
             title="The appointment has changed",
         ) from error
     except ValueError as error:
-        note("failure", f"not {what}: {error}", "")
+        note("failure", f"not {what}: {error}")
         raise AppointmentError(
             f"The appointment was not {what}: {error}.", reason="refused", title=f"Not {what}"
         ) from error
     except GPConnectError as error:
-        note(
-            "failure", f"not {what}: {type(error).__name__}: {error.message}", error.trace_id or ""
-        )
-        raise
+        if _refused(error):
+            note(
+                "failure",
+                f"not {what}: {type(error).__name__}: {error.message}",
+                error.trace_id or "",
+            )
+            raise
+        # No answer we can trust: the change may have been made all the same. Read it back.
+        return _read_back(client, appointment, error, made, note, what)
     note("success", f"{what} (now version {changed.version})", changed.trace_id)
     return changed
+
+
+def _read_back(
+    client: GPConnectClient,
+    appointment: Appointment,
+    error: GPConnectError,
+    made: Callable[[Appointment], bool],
+    note: Callable[..., None],
+    what: str,
+) -> Appointment:
+    """After an amendment or cancellation without a usable answer: return the appointment
+    if reading it back shows the change made; otherwise raise `AppointmentError` (unknown)."""
+    failed = f"{type(error).__name__} ({error.message})"
+    try:
+        now = client.read_appointment(appointment.id)
+    except GPConnectError as unreadable:
+        note(
+            "unknown",
+            f"{failed}; could not be read back ({type(unreadable).__name__})",
+            error.trace_id or "",
+            unreadable.trace_id or "",
+        )
+    else:
+        if made(now):
+            note("success", f"{failed}, then read back: {what}", error.trace_id or "", now.trace_id)
+            return now
+        note(
+            "unknown",
+            f"{failed}, then read back: not {what} yet",
+            error.trace_id or "",
+            now.trace_id,
+        )
+    raise AppointmentError(
+        f"The practice's system did not confirm that the appointment was {what}. It may "
+        "still be: the appointment as the practice holds it now is shown. Check it before "
+        "trying again.",
+        reason="unknown",
+        trace_id=error.trace_id,
+        title=f"The appointment may not have been {what}",
+    ) from error
 
 
 def appointment_amend(
@@ -1574,6 +2040,7 @@ def appointment_amend(
         change=lambda client, a: client.amend_appointment(
             a.id, version=version, description=description, comment=comment or None
         ),
+        made=lambda a: (a.description or "", a.comment or "") == (description, comment or ""),
         what="amended",
     )
 
@@ -1597,6 +2064,7 @@ def appointment_cancel(
         practice_ods=practice_ods,
         key=key,
         change=lambda client, a: client.cancel_appointment(a.id, version=version, reason=reason),
+        made=lambda a: a.cancelled,
         what="cancelled",
     )
     Booking.objects.filter(
