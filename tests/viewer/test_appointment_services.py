@@ -136,6 +136,37 @@ def test_federated_practices_are_searched_at_once_grouped_by_day_then_practice(
     assert AuditEvent.objects.filter(action="search_slots").count() == 3
 
 
+def test_slots_can_be_narrowed_to_a_practitioner_role_and_gender(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+
+    def search(filters: service.SlotFilters) -> Any:
+        return service.slots_search(
+            user=receptionist,
+            patient=patient,
+            session=session,
+            practice_codes=["A20047", "B82617"],
+            start=appointments_gp.today() + timedelta(days=1),
+            days=7,
+            filters=filters,
+        )
+
+    everything = search(service.SlotFilters())
+    every_row = [r for d in everything.days for p in d.practices for r in p.rows]
+    role = everything.role_options[0]
+    narrowed = search(service.SlotFilters(role=role, gender="female"))
+    rows = [r for d in narrowed.days for p in d.practices for r in p.rows]
+
+    assert len(everything.role_options) > 1
+    assert rows and all(
+        (r.practitioner_role, r.practitioner_gender) == (role, "Female") for r in rows
+    )
+    assert len(rows) < len(every_row)
+    assert {(r.practitioner_role, r.practitioner_gender) for r in every_row} > {(role, "Female")}
+
+
 def test_booking_at_another_practice_registers_the_patient_there_once_confirmed(
     appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
 ) -> None:

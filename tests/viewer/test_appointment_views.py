@@ -344,3 +344,33 @@ def test_another_users_patient_and_booking_are_404s(
     other.force_login(make_user("otherdesk", "Receptionist"))
     assert other.get(reverse("viewer:appointment_slots", args=[patient_id])).status_code == 404
     assert other.get(booking_url).status_code == 404
+
+
+def test_a_booking_whose_answer_was_lost_shows_unknown_and_keeps_checking(
+    appointments_gp: AppointmentSandbox, federation: Any, desk: Client
+) -> None:
+    patient_id = patient_id_of(open_patient(desk, "documents"))
+    slot = first_free_slot(appointments_gp, "A20047")
+    _, token = booking_form(desk, patient_id, "A20047", slot)
+    appointments_gp.refuse_bookings = True  # a gateway's 503: the practice may have it
+
+    response = post_booking(desk, patient_id, "A20047", slot, token)
+
+    html = desk.get(response["Location"]).content.decode()
+    assert "We do not know yet whether the appointment was booked" in html
+    assert "Do not book again" in html and 'hx-trigger="every 15s"' in html
+    assert "Nothing was booked" not in html
+
+
+def test_a_tampered_hidden_field_is_reported_without_a_link_to_nowhere(
+    appointments_gp: AppointmentSandbox, federation: Any, desk: Client
+) -> None:
+    patient_id = patient_id_of(open_patient(desk, "documents"))
+    slot = first_free_slot(appointments_gp, "A20047")
+
+    response = post_booking(desk, patient_id, "A20047", slot, "not-a-token")
+
+    html = response.content.decode()
+    assert response.status_code == 200 and "There is a problem" in html
+    assert 'href="#id_token"' not in html
+    assert not Booking.objects.exists()
