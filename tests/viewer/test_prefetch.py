@@ -26,8 +26,10 @@ from config.celery import app as celery_app
 from tests.viewer.conftest import RecordingSandbox
 from tests.viewer.test_document_views import PDF, body_of, context_id_of, url
 from tests.viewer.test_patient_views import open_patient
+from viewer import encrypted_blobs
 from viewer.models import AuditEvent, PrefetchedDocument, PrefetchState
 from viewer.services import document_key, sniffed_content_type
+from viewer.services.prefetch import run_prefetch
 from viewer.tasks import purge_prefetched_documents
 
 pytestmark = [
@@ -300,3 +302,40 @@ def test_sniffing_recognises_binary_formats_but_never_makes_html_of_anything() -
     html = b"<!DOCTYPE html><html><script>alert(1)</script>"
     assert sniffed_content_type("application/octet-stream", html) == "application/octet-stream"
     assert sniffed_content_type("text/plain", b"%PDF-1.7\n") == "text/plain"
+
+
+def make_row(gp: RecordingSandbox, clinician_client: Client, **fields: Any) -> PrefetchedDocument:
+    """A prefetch row as listing the patient makes it (no worker runs), then changed."""
+    list_documents(clinician_client)
+    PrefetchedDocument.objects.update(**fields)
+    return PrefetchedDocument.objects.get()
+
+
+def test_a_prefetch_that_waited_long_in_the_queue_is_not_failed_by_the_sweep_while_it_fetches(
+    gp: RecordingSandbox, clinician_client: Client, prefetch_on: Path, monkeypatch: Any
+) -> None:
+    long_ago = timezone.now() - timezone.timedelta(minutes=10)
+    row = make_row(gp, clinician_client, created_at=long_ago, updated_at=long_ago)
+    write = encrypted_blobs.write
+
+    def beat_fires_mid_fetch(*args: Any, **kwargs: Any) -> tuple[str, int]:
+        purge_prefetched_documents()
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(encrypted_blobs, "write", beat_fires_mid_fetch)
+
+    assert run_prefetch(row.pk, final_attempt=True) == "ready"
+    assert PrefetchedDocument.objects.get().state == PrefetchState.READY
+
+
+def test_a_fetch_whose_worker_died_is_failed_by_the_sweep_and_audited(
+    gp: RecordingSandbox, clinician_client: Client, prefetch_on: Path
+) -> None:
+    long_ago = timezone.now() - timezone.timedelta(minutes=10)
+    make_row(gp, clinician_client, state=PrefetchState.FETCHING, updated_at=long_ago)
+
+    purge_prefetched_documents()
+
+    assert PrefetchedDocument.objects.get().state == PrefetchState.FAILED
+    event = AuditEvent.objects.get(action="prefetch")
+    assert event.outcome == "failure" and "stopped part way" in event.detail

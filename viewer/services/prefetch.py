@@ -194,7 +194,10 @@ def _fail(row: PrefetchedDocument, detail: str, trace_id: str = "") -> str:
     # One transaction: whoever sees the row fail also sees why in the audit trail.
     with transaction.atomic():
         PrefetchedDocument.objects.filter(pk=row.pk).update(
-            state=PrefetchState.FAILED, failure=detail[:300], trace_id=trace_id[:64]
+            state=PrefetchState.FAILED,
+            failure=detail[:300],
+            trace_id=trace_id[:64],
+            updated_at=timezone.now(),
         )
         _note(row, "failure", detail, trace_id)
     return "failed"
@@ -208,7 +211,13 @@ def run_prefetch(prefetch_id: int, *, final_attempt: bool) -> str:
     """
     claimed = PrefetchedDocument.objects.filter(
         pk=prefetch_id, state=PrefetchState.QUEUED, expires_at__gt=timezone.now()
-    ).update(state=PrefetchState.FETCHING, attempts=F("attempts") + 1, bytes_fetched=0)
+    ).update(
+        # update() skips auto_now: the stale-fetch sweep measures from this moment.
+        state=PrefetchState.FETCHING,
+        attempts=F("attempts") + 1,
+        bytes_fetched=0,
+        updated_at=timezone.now(),
+    )
     if not claimed:
         return "skipped"  # purged, expired, or another worker has it
     row = PrefetchedDocument.objects.select_related("user").get(pk=prefetch_id)
@@ -230,7 +239,9 @@ def run_prefetch(prefetch_id: int, *, final_attempt: bool) -> str:
             raise _TooLarge(fetched)
         if time.monotonic() - last_update >= PROGRESS_INTERVAL_SECONDS:
             last_update = time.monotonic()
-            PrefetchedDocument.objects.filter(pk=row.pk).update(bytes_fetched=fetched)
+            PrefetchedDocument.objects.filter(pk=row.pk).update(
+                bytes_fetched=fetched, updated_at=timezone.now()
+            )
 
     trace_id = ""
     content_type = row.content_type
@@ -376,10 +387,18 @@ def purge_stale(now: datetime | None = None) -> int:
     now = now or timezone.now()
     # A worker that died mid-fetch leaves its row "fetching": after the task's hard time
     # limit it is failed, so the row stops saying it is on its way.
-    PrefetchedDocument.objects.filter(
-        state=PrefetchState.FETCHING,
-        updated_at__lt=now - timedelta(seconds=int(settings.CELERY_TASK_TIME_LIMIT) + 60),
-    ).update(state=PrefetchState.FAILED, failure="prefetch: the worker stopped part way")
+    cutoff = now - timedelta(seconds=int(settings.CELERY_TASK_TIME_LIMIT) + 60)
+    stalled = PrefetchedDocument.objects.filter(
+        state=PrefetchState.FETCHING, updated_at__lt=cutoff
+    ).select_related("user")
+    for row in stalled:
+        detail = "prefetch: the worker stopped part way"
+        with transaction.atomic():
+            # Conditional: a fetch that finished a moment ago keeps its result.
+            if PrefetchedDocument.objects.filter(
+                pk=row.pk, state=PrefetchState.FETCHING, updated_at__lt=cutoff
+            ).update(state=PrefetchState.FAILED, failure=detail, updated_at=now):
+                _note(row, "failure", detail, row.trace_id)
     gone = purge(PrefetchedDocument.objects.filter(expires_at__lte=now))
     sessions = set(PrefetchedDocument.objects.values_list("session_key", flat=True).distinct())
     ended = [key for key in sessions if not _session_alive(key)]
