@@ -403,6 +403,11 @@ WHITENOISE_AUTOREFRESH = DEBUG
 if WHITENOISE_USE_FINDERS:
     STATIC_ROOT.mkdir(exist_ok=True)  # empty until collectstatic; WhiteNoise warns if missing
 
+# Server-Timing header with the app's time per response: for benchmarks, off by default.
+SERVER_TIMING = env_bool("SERVER_TIMING", False)
+if SERVER_TIMING:
+    MIDDLEWARE.insert(0, "viewer.server_timing.ServerTimingMiddleware")
+
 # Logging: one line per record to stdout, with the request id when there is one
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
 LOGGING = {
