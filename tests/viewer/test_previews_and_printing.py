@@ -7,11 +7,15 @@ Hostile files are served by the sandbox in place of real documents for one test 
 
 from __future__ import annotations
 
+import http.server
 import io
 import os
 import struct
 import subprocess
+import sys
+import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -284,6 +288,191 @@ def test_a_word_document_that_is_not_what_it_claims_never_reaches_libreoffice() 
         ["pgrep", "-f", "soffice.bin.*convert-"], capture_output=True, text=True, check=False
     )
     assert leftover.stdout == ""
+
+
+@contextmanager
+def web_server() -> Iterator[tuple[int, list[str]]]:
+    """A web server on 127.0.0.1 that records every path asked of it; yield its port and those."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def zipped(files: dict[str, str], first: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in sorted(files.items(), key=lambda item: item[0] != first):
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def docx_with_linked_image(image_url: str) -> bytes:
+    """A Word document whose picture is not in the file but linked from `image_url`."""
+    main = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    rels = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    drawing = "http://schemas.openxmlformats.org/drawingml/2006"
+    picture = f"{drawing}/picture"
+    body = (
+        f'<w:document xmlns:w="{main}" xmlns:r="{rels}" '
+        f'xmlns:wp="{drawing}/wordprocessingDrawing" xmlns:a="{drawing}/main" '
+        f'xmlns:pic="{picture}"><w:body><w:p><w:r><w:t>Linked picture letter</w:t></w:r></w:p>'
+        '<w:p><w:r><w:drawing><wp:inline><wp:extent cx="914400" cy="914400"/>'
+        '<wp:docPr id="1" name="p"/><a:graphic>'
+        f'<a:graphicData uri="{picture}"><pic:pic><pic:nvPicPr><pic:cNvPr id="1" name="p"/>'
+        '<pic:cNvPicPr/></pic:nvPicPr><pic:blipFill><a:blip r:link="rIdPicture"/>'
+        '</pic:blipFill><pic:spPr><a:xfrm><a:off x="0" y="0"/><a:ext cx="914400" cy="914400"/>'
+        '</a:xfrm><a:prstGeom prst="rect"/></pic:spPr></pic:pic></a:graphicData></a:graphic>'
+        "</wp:inline></w:drawing></w:r></w:p></w:body></w:document>"
+    )
+    package = "http://schemas.openxmlformats.org/package/2006"
+    return zipped(
+        {
+            "[Content_Types].xml": (
+                f'<Types xmlns="{package}/content-types"><Default Extension="rels" '
+                'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+                '<Default Extension="xml" ContentType="application/xml"/>'
+                '<Override PartName="/word/document.xml" ContentType="application/'
+                'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
+            ),
+            "_rels/.rels": (
+                f'<Relationships xmlns="{package}/relationships"><Relationship Id="rId1" '
+                f'Type="{rels}/officeDocument" Target="word/document.xml"/></Relationships>'
+            ),
+            "word/document.xml": body,
+            "word/_rels/document.xml.rels": (
+                f'<Relationships xmlns="{package}/relationships"><Relationship '
+                f'Id="rIdPicture" Type="{rels}/image" Target="{image_url}" '
+                'TargetMode="External"/></Relationships>'
+            ),
+        }
+    )
+
+
+def odt_with_linked_image(image_url: str) -> bytes:
+    """An OpenDocument text whose picture is linked from `image_url`, not in the file."""
+    office = "urn:oasis:names:tc:opendocument:xmlns"
+    content = (
+        f'<office:document-content xmlns:office="{office}:office:1.0" '
+        f'xmlns:text="{office}:text:1.0" xmlns:draw="{office}:drawing:1.0" '
+        f'xmlns:svg="{office}:svg-compatible:1.0" xmlns:xlink="http://www.w3.org/1999/xlink" '
+        'office:version="1.2"><office:body><office:text>'
+        "<text:p>Linked picture letter</text:p><text:p>"
+        '<draw:frame draw:name="picture" svg:width="2cm" svg:height="2cm">'
+        f'<draw:image xlink:href="{image_url}" xlink:type="simple" xlink:show="embed" '
+        'xlink:actuate="onLoad"/></draw:frame></text:p></office:text></office:body>'
+        "</office:document-content>"
+    )
+    manifest = (
+        f'<manifest:manifest xmlns:manifest="{office}:manifest:1.0" manifest:version="1.2">'
+        '<manifest:file-entry manifest:full-path="/" '
+        'manifest:media-type="application/vnd.oasis.opendocument.text"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    return zipped(
+        {
+            "mimetype": "application/vnd.oasis.opendocument.text",
+            "content.xml": content,
+            "META-INF/manifest.xml": manifest,
+        },
+        first="mimetype",
+    )
+
+
+@pytest.mark.parametrize("isolated", [True, False], ids=["no network", "kernel refuses"])
+@pytest.mark.parametrize(
+    ("build", "content_type"),
+    [(docx_with_linked_image, previews.WORD), (odt_with_linked_image, previews.ODT)],
+    ids=["docx", "odt"],
+)
+def test_a_letter_with_a_linked_picture_converts_without_the_server_fetching_it(
+    monkeypatch: pytest.MonkeyPatch,
+    build: Any,
+    content_type: str,
+    isolated: bool,
+) -> None:
+    if not isolated:  # where there are no namespaces, the profile alone must block the link
+        monkeypatch.setattr(previews, "network_isolation", lambda: [])
+    with web_server() as (port, asked):
+        document = build(f"http://127.0.0.1:{port}/tracking-pixel.png")
+
+        pdf = previews.word_processor_pdf(document, content_type=content_type)
+
+    assert "Linked picture letter" in pdf_text(pdf)[0]
+    assert asked == []
+
+
+def test_libreoffice_runs_with_no_network_limited_memory_and_its_own_deadline(
+    tmp_path: Path, settings: Any
+) -> None:
+    seen = tmp_path / "seen.txt"
+    fake = tmp_path / "soffice"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"{{ ulimit -v; ulimit -f; tail -n +3 /proc/net/dev | cut -d: -f1; "
+        f"ps -o comm= -p $PPID; }} > {seen}\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    settings.LIBREOFFICE_PATH = str(fake)
+
+    with pytest.raises(ConversionFailed):
+        previews.office_to_pdf(b"{\\rtf1 hello}", suffix=".rtf")
+
+    memory, file_size, *interfaces, parent = seen.read_text().split()
+    assert int(memory) * 1024 == previews.LIBREOFFICE_MEMORY_BYTES
+    assert int(file_size) * 512 == previews.LIBREOFFICE_FILE_BYTES  # blocks of 512 bytes
+    assert interfaces == ["lo"]  # a network of its own, with nothing on it
+    assert parent == "timeout"
+
+
+def test_libreoffice_does_not_outlive_a_worker_that_is_killed(tmp_path: Path) -> None:
+    marker = tmp_path / "child.pid"
+    fake = tmp_path / "soffice"
+    fake.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {marker}\nwait\n")
+    fake.chmod(0o755)
+    worker_process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from viewer.services import previews; "
+            "previews.office_to_pdf(b'{\\\\rtf1 hello}', suffix='.rtf')",
+        ],
+        env={**os.environ, "LIBREOFFICE_PATH": str(fake), "CONVERSION_TIMEOUT_SECONDS": "300"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (marker.exists() and marker.read_text().strip()):
+            assert time.monotonic() < deadline, "the converter never started"
+            time.sleep(0.05)
+        child = int(marker.read_text())
+
+        worker_process.kill()  # as the hard time limit or the OOM killer does
+        worker_process.wait()
+
+        deadline = time.monotonic() + 10
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(child)
+    finally:
+        worker_process.kill()
+        worker_process.wait()
 
 
 # Printing ---------------------------------------------------------------------------------

@@ -19,10 +19,13 @@ The converters are plain functions of bytes: printing (printing.py) uses them to
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import io
 import itertools
 import logging
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -203,20 +206,95 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+# The converter's own profile settings: it never follows a link out of the document to
+# fetch anything (linked images, OLE links, included files from the web), and runs no
+# macro. The network namespace below is the wall; this is the lock on the door behind it.
+_PROFILE_SETTINGS = """<?xml version="1.0" encoding="UTF-8"?>
+<oor:items xmlns:oor="http://openoffice.org/2001/registry" \
+xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<item oor:path="/org.openoffice.Office.Common/Security/Scripting">\
+<prop oor:name="BlockUntrustedRefererLinks" oor:op="fuse"><value>true</value></prop></item>
+<item oor:path="/org.openoffice.Office.Common/Security/Scripting">\
+<prop oor:name="MacroSecurityLevel" oor:op="fuse"><value>3</value></prop></item>
+<item oor:path="/org.openoffice.Office.Common/Security/Scripting">\
+<prop oor:name="DisableMacrosExecution" oor:op="fuse"><value>true</value></prop></item>
+</oor:items>
+"""
+
+# LibreOffice's memory (address space) and the largest file it may write.
+LIBREOFFICE_MEMORY_BYTES = 3 * 1024**3
+LIBREOFFICE_FILE_BYTES = 512 * 1024**2
+# The converter's own deadline, after ours: it dies even if the worker that started it
+# was killed and never got to kill it. `timeout` sends TERM, then KILL this much later.
+_KILL_AFTER_SECONDS = 5
+
+
+@functools.cache
+def network_isolation() -> list[str]:
+    """Return the command prefix that runs a program with no network (`unshare -rn`).
+
+    A new user and network namespace has only a loopback interface of its own, so nothing
+    in a document can reach any server, ours included. Where the kernel refuses new
+    namespaces (some containers), return no prefix and log a warning once: the profile
+    settings still block links, but the isolation is gone.
+    """
+    command = ["unshare", "--user", "--map-root-user", "--net"]
+    try:
+        works = (
+            subprocess.run(
+                [*command, "true"], capture_output=True, timeout=10, check=False
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.SubprocessError):
+        works = False
+    if not works:
+        logger.warning(
+            "LibreOffice runs WITH network access: this kernel refuses `unshare -rn` (user "
+            "and network namespaces); documents' links are still blocked by its profile"
+        )
+        return []
+    return command
+
+
+def _contain() -> None:
+    """In the converter's process, before LibreOffice starts: limits, and death with us."""
+    resource.setrlimit(resource.RLIMIT_AS, (LIBREOFFICE_MEMORY_BYTES, LIBREOFFICE_MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (LIBREOFFICE_FILE_BYTES, LIBREOFFICE_FILE_BYTES))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # If the worker dies, `timeout` (this process) is sent TERM, which it passes to all of
+    # LibreOffice's processes, then KILL: nothing of the conversion outlives the worker.
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def office_to_pdf(data: bytes, *, suffix: str) -> bytes:
     """Convert a word processor (or HTML) document to PDF with LibreOffice headless.
 
     Each conversion has its own LibreOffice profile in a temporary folder (so conversions
-    can run side by side) and its own process group, which is killed after
-    CONVERSION_TIMEOUT_SECONDS and in any case once the conversion ends, so no stray
-    LibreOffice outlives it. Raises ConversionFailed with the reason.
+    can run side by side; its settings block every link out) and its own process group,
+    which is killed after CONVERSION_TIMEOUT_SECONDS and in any case once the conversion
+    ends, so no stray LibreOffice outlives it. LibreOffice runs with no network, limited
+    memory and file sizes, under `timeout`, and dies with the worker. Raises
+    ConversionFailed with the reason.
     """
     timeout = float(settings.CONVERSION_TIMEOUT_SECONDS)
     with tempfile.TemporaryDirectory(prefix="convert-") as work_dir:
         work = Path(work_dir)
         source = work / f"document{suffix}"
         source.write_bytes(data)
+        profile = work / "profile"
+        (profile / "user").mkdir(parents=True)
+        (profile / "user" / "registrymodifications.xcu").write_text(_PROFILE_SETTINGS)
         command = [
+            "timeout",
+            "--kill-after",
+            f"{_KILL_AFTER_SECONDS}s",
+            f"{timeout + _KILL_AFTER_SECONDS:g}s",
+            *network_isolation(),
             str(settings.LIBREOFFICE_PATH),
             "--headless",
             "--norestore",
@@ -224,7 +302,7 @@ def office_to_pdf(data: bytes, *, suffix: str) -> bytes:
             "--nodefault",
             "--nolockcheck",
             "--nofirststartwizard",
-            f"-env:UserInstallation={(work / 'profile').as_uri()}",
+            f"-env:UserInstallation={profile.as_uri()}",
             "--convert-to",
             "pdf",
             "--outdir",
@@ -246,6 +324,7 @@ def office_to_pdf(data: bytes, *, suffix: str) -> bytes:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, killed as one
+                preexec_fn=_contain,  # noqa: PLW1509 -- only setrlimit and prctl, no locks
             )
         except OSError as error:
             logger.error("LibreOffice cannot be started (%s): %s", settings.LIBREOFFICE_PATH, error)
@@ -263,7 +342,9 @@ def office_to_pdf(data: bytes, *, suffix: str) -> bytes:
                 "stopped. Download it to open it."
             ) from error
         finally:
-            _kill_group(process)  # also on success: nothing of it may linger
+            # Also on success, and when the task's time limit interrupts us: nothing of it
+            # may linger.
+            _kill_group(process)
             if process.poll() is None:
                 process.wait()
         pdf = work / "out" / "document.pdf"
