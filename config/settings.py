@@ -266,6 +266,7 @@ PRINT_FONT_PATH = (
     or "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 )
 BATCH_PRINT_MAX_DOCUMENTS = env_int("BATCH_PRINT_MAX_DOCUMENTS", 20)
+BATCH_PRINT_MAX_PAGES = env_int("BATCH_PRINT_MAX_PAGES", 300)  # a print's pages, cover included
 
 # Sessions and cookies: short idle timeout; Secure cookies unless turned off for http demos
 SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEMO_MODE)

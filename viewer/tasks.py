@@ -36,27 +36,30 @@ def purge_prefetched_documents() -> int:
 
 
 # A conversion ends well within these, so hitting one means a hostile or broken file: the
-# soft limit raises inside the task (LibreOffice's process group is killed on the way out);
-# the hard limit kills the worker process itself.
-CONVERSION_SOFT_LIMIT = 120
-CONVERSION_HARD_LIMIT = 150
+# soft limit raises inside the task (LibreOffice's process group is killed on the way out,
+# and the row says it took too long); the hard limit kills the worker process itself. Both
+# follow CONVERSION_TIMEOUT_SECONDS; a print's also allow for a batch's time budget.
+CONVERSION_SOFT_LIMIT = previews.conversion_time_limit()
+PRINT_SOFT_LIMIT = printing.print_time_limit()
 
 
 @shared_task(
-    ignore_result=True, soft_time_limit=CONVERSION_SOFT_LIMIT, time_limit=CONVERSION_HARD_LIMIT
+    ignore_result=True,
+    soft_time_limit=CONVERSION_SOFT_LIMIT,
+    time_limit=CONVERSION_SOFT_LIMIT + previews.HARD_LIMIT_GRACE,
 )
 def convert_document(conversion_id: int) -> str:
     """Make a preview of a format browsers cannot show, as the user who asked for it."""
     return previews.run_conversion(conversion_id)
 
 
-@shared_task(ignore_result=True)
+@shared_task(
+    ignore_result=True,
+    soft_time_limit=PRINT_SOFT_LIMIT,
+    time_limit=PRINT_SOFT_LIMIT + previews.HARD_LIMIT_GRACE,
+)
 def build_print(job_id: int) -> str:
-    """Build a print PDF (one document, or a batch with its cover sheet) with provenance.
-
-    It runs under the worker's CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT: a
-    batch converts several documents one after the other.
-    """
+    """Build a print PDF (one document, or a batch with its cover sheet) with provenance."""
     return printing.run_print_job(job_id)
 
 

@@ -627,6 +627,192 @@ def test_another_users_print_is_a_404(
     assert other.get(f"{page_url}pdf").status_code == 404
 
 
+# Lost and overlong work --------------------------------------------------------------------
+
+
+def a_print_job(user: Any, entries: int = 1, **fields: Any) -> PrintJob:
+    """A print job of `entries` letters, as print_start would make it, without its task."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    entry = {
+        "key": "k",
+        "document_id": "doc",
+        "url": "https://example.invalid/doc",
+        "content_type": "text/plain",
+        "title": "A letter",
+        "created": "1-Jan-2025",
+        "practice": "A12345",
+        "format": "Text",
+        "unavailable": "",
+    }
+    job = PrintJob.objects.create(
+        user=user,
+        session_key="session",
+        context_id="context",
+        nhs_number="9990000018",
+        practice_ods="A12345",
+        service_root="https://example.invalid",
+        asid="1",
+        batch=entries > 1,
+        provenance={"patient": "Patient · NHS No. 999 000 0018", "printed": "Printed by test"},
+        documents=[{**entry, "document_id": f"doc-{n}"} for n in range(entries)],
+        expires_at=now + timezone.timedelta(minutes=15),
+        **fields,
+    )
+    return job
+
+
+def test_a_print_that_waited_long_in_the_queue_is_not_failed_by_the_sweep_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch, blobs: Path
+) -> None:
+    from django.utils import timezone
+
+    from viewer.services import printing
+
+    long_ago = timezone.now() - timezone.timedelta(minutes=9)
+    job = a_print_job(make_user("queued-printer", "Receptionist"), created_at=long_ago)
+    PrintJob.objects.filter(pk=job.pk).update(updated_at=long_ago)
+    monkeypatch.setattr(printing, "session_alive", lambda key: True)
+
+    def beat_runs_while_printing(job: PrintJob, entry: dict[str, Any]) -> tuple[bytes, int, str]:
+        printing.purge_stale()  # the sweep comes round just after the worker claimed it
+        return printing.text_pdf("Dear Doctor"), 1, "trace"
+
+    monkeypatch.setattr(printing, "_print_one", beat_runs_while_printing)
+
+    assert printing.run_print_job(job.pk) == "ready"
+    job.refresh_from_db()
+    assert job.state == ConversionState.READY and job.failure == ""
+
+
+def test_a_preview_that_waited_long_in_the_queue_is_not_failed_by_the_sweep_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch, blobs: Path
+) -> None:
+    from django.utils import timezone
+
+    long_ago = timezone.now() - timezone.timedelta(minutes=9)
+    row = ConvertedDocument.objects.create(
+        user=make_user("queued-viewer", "Clinician"),
+        session_key="session",
+        context_id="context",
+        document_key="key",
+        document_id="doc",
+        nhs_number="9990000018",
+        practice_ods="A12345",
+        service_root="https://example.invalid",
+        asid="1",
+        url="https://example.invalid/doc",
+        content_type="application/xml",
+        kind="text",
+        expires_at=timezone.now() + timezone.timedelta(minutes=15),
+        created_at=long_ago,
+    )
+    ConvertedDocument.objects.filter(pk=row.pk).update(updated_at=long_ago)
+    monkeypatch.setattr(previews, "session_alive", lambda key: True)
+
+    def beat_runs_while_fetching(**kwargs: Any) -> tuple[bytes, str]:
+        previews.purge_stale()
+        return b"<report/>", "trace"
+
+    monkeypatch.setattr(previews, "fetch_document", beat_runs_while_fetching)
+
+    assert previews.run_conversion(row.pk) == "ready"
+
+
+def test_work_no_worker_started_or_that_a_lost_worker_left_running_fails_and_is_audited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.utils import timezone
+
+    from viewer.services import printing
+
+    monkeypatch.setattr(printing, "session_alive", lambda key: True)
+    user = make_user("lost-printer", "Receptionist")
+    never_started = a_print_job(user, entries=2)
+    lost = a_print_job(user, entries=3, state=ConversionState.CONVERTING, done=1)
+    recent = a_print_job(user)
+    PrintJob.objects.filter(pk=never_started.pk).update(
+        updated_at=timezone.now() - timezone.timedelta(minutes=11)
+    )
+    PrintJob.objects.filter(pk=lost.pk).update(
+        updated_at=timezone.now() - timezone.timedelta(hours=1)
+    )
+
+    printing.purge_stale()
+
+    for job in (never_started, lost, recent):
+        job.refresh_from_db()
+    assert never_started.state == ConversionState.FAILED
+    assert "never started" in never_started.failure and "Try again" in never_started.failure
+    assert lost.state == ConversionState.FAILED and "stopped part way" in lost.failure
+    assert recent.state == ConversionState.QUEUED
+    failures = AuditEvent.objects.filter(action="batch_print", outcome="failure")
+    # Every document not printed is in the audit trail: both of one, the last two of the other.
+    assert sorted(failures.values_list("document_id", flat=True)) == [
+        "doc-0",
+        "doc-1",
+        "doc-1",
+        "doc-2",
+    ]
+
+
+def test_a_batch_that_runs_out_of_task_time_fails_saying_so_and_every_document_is_audited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from viewer.services import printing
+
+    job = a_print_job(make_user("slow-printer", "Receptionist"), entries=3)
+    calls: list[str] = []
+
+    def slow(job: PrintJob, entry: dict[str, Any]) -> tuple[bytes, int, str]:
+        calls.append(entry["document_id"])
+        if len(calls) == 2:
+            raise SoftTimeLimitExceeded  # Celery's soft limit strikes mid-document
+        return printing.text_pdf("Dear Doctor"), 1, "trace"
+
+    monkeypatch.setattr(printing, "_print_one", slow)
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        printing.run_print_job(job.pk)
+
+    job.refresh_from_db()
+    assert job.state == ConversionState.FAILED and "took too long" in job.failure
+    audited = AuditEvent.objects.filter(action="batch_print")
+    assert list(audited.order_by("pk").values_list("document_id", "outcome")) == [
+        ("doc-0", "success"),
+        ("doc-1", "failure"),
+        ("doc-2", "failure"),
+    ]
+
+
+def test_a_batch_leaves_out_what_would_pass_its_page_cap_or_time_budget_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, blobs: Path
+) -> None:
+    from viewer.services import printing
+
+    settings.BATCH_PRINT_MAX_PAGES = 3
+    job = a_print_job(make_user("busy-printer", "Receptionist"), entries=4)
+    monkeypatch.setattr(printing, "print_time_budget", lambda: 0.5)
+    pages = {"doc-0": 2, "doc-1": 2, "doc-2": 1, "doc-3": 1}
+
+    def letter(job: PrintJob, entry: dict[str, Any]) -> tuple[bytes, int, str]:
+        if entry["document_id"] == "doc-2":
+            time.sleep(0.6)  # a slow one uses up the rest of the budget
+        return printing.text_pdf("Dear Doctor"), pages[entry["document_id"]], "trace"
+
+    monkeypatch.setattr(printing, "_print_one", letter)
+
+    assert printing.run_print_job(job.pk) == "ready"
+    job.refresh_from_db()
+    reasons = [result["reason"] for result in job.results]
+    assert reasons[0] == "" and reasons[2] == ""
+    assert "past 3 pages" in reasons[1]
+    assert reasons[3] == printing.OUT_OF_TIME
+
+
 # Purging ----------------------------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ from importlib import import_module
 from pathlib import Path
 
 import nh3
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.base import SessionBase
@@ -606,7 +607,11 @@ def _fail(row: ConvertedDocument, message: str, trace_id: str = "") -> str:
     # One transaction: whoever sees the conversion fail also sees why in the audit trail.
     with transaction.atomic():
         ConvertedDocument.objects.filter(pk=row.pk).update(
-            state=ConversionState.FAILED, failure=message[:300], trace_id=trace_id[:64], progress=0
+            state=ConversionState.FAILED,
+            failure=message[:300],
+            trace_id=trace_id[:64],
+            progress=0,
+            updated_at=timezone.now(),
         )
         _note(row, "failure", f"preview conversion ({row.kind}): {message}", trace_id)
     return "failed"
@@ -617,9 +622,11 @@ def run_conversion(conversion_id: int) -> str:
 
     Every outcome is final and audited: a document that cannot be converted says why.
     """
+    # Every update says when it was made (update() skips auto_now): the sweep for stuck
+    # conversions measures from the last sign of life, not from when the row was queued.
     claimed = ConvertedDocument.objects.filter(
         pk=conversion_id, state=ConversionState.QUEUED, expires_at__gt=timezone.now()
-    ).update(state=ConversionState.CONVERTING, progress=10)
+    ).update(state=ConversionState.CONVERTING, progress=10, updated_at=timezone.now())
     if not claimed:
         return "skipped"  # purged, expired, or another worker has it
     row = ConvertedDocument.objects.select_related("user").get(pk=conversion_id)
@@ -635,9 +642,11 @@ def run_conversion(conversion_id: int) -> str:
             practice_ods=row.practice_ods,
             url=row.url,
         )
-        ConvertedDocument.objects.filter(pk=row.pk).update(progress=40, trace_id=trace_id[:64])
+        ConvertedDocument.objects.filter(pk=row.pk).update(
+            progress=40, trace_id=trace_id[:64], updated_at=timezone.now()
+        )
         parts = convert(data, kind=row.kind, content_type=row.content_type)
-        ConvertedDocument.objects.filter(pk=row.pk).update(progress=80)
+        ConvertedDocument.objects.filter(pk=row.pk).update(progress=80, updated_at=timezone.now())
         for number, part in enumerate(parts, start=1):
             name, _ = encrypted_blobs.write(
                 f"conversions/{secrets.token_hex(16)}.bin",
@@ -648,6 +657,11 @@ def run_conversion(conversion_id: int) -> str:
     except ConversionFailed as error:
         _delete_blobs(names)
         return _fail(row, error.message, error.trace_id or trace_id)
+    except SoftTimeLimitExceeded:
+        # The task's time is up: say so, then let Celery see it.
+        _delete_blobs(names)
+        _fail(row, TOOK_TOO_LONG, trace_id)
+        raise
     except Exception:
         # Anything else (a storage or key problem) must not leave the row "converting".
         _delete_blobs(names)
@@ -664,6 +678,7 @@ def run_conversion(conversion_id: int) -> str:
             blob_names=names,
             output_type=_OUTPUT_TYPES[row.kind],
             expires_at=timezone.now() + _ttl(),
+            updated_at=timezone.now(),
         )
         if finished:
             _note(
@@ -711,17 +726,52 @@ def session_alive(session_key: str) -> bool:
     return store.session_key is not None
 
 
-def stuck_before(now: datetime) -> datetime:
-    """A conversion still running before this was on a worker that died (past its hard limit)."""
-    return now - timedelta(seconds=int(settings.CELERY_TASK_TIME_LIMIT) + 60)
+def conversion_time_limit() -> int:
+    """Return the seconds a conversion task may run before it is asked to stop.
+
+    Fetching the document (the GP Connect read time-out), converting it
+    (CONVERSION_TIMEOUT_SECONDS) and storing it, with room to spare.
+    """
+    return int(settings.CONVERSION_TIMEOUT_SECONDS) + int(settings.GPCONNECT_READ_TIMEOUT) + 30
+
+
+# Seconds between a task's soft limit (it is asked to stop) and its hard one (it is killed).
+HARD_LIMIT_GRACE = 30
+
+
+def stuck_before(now: datetime, soft_limit: int) -> datetime:
+    """A task still running with no sign of life since this was killed with its worker."""
+    return now - timedelta(seconds=soft_limit + HARD_LIMIT_GRACE + 60)
+
+
+# A queued task no worker has started in this time is lost (or the workers are down):
+# the page says so and offers to try again, rather than waiting for ever.
+QUEUE_PATIENCE = timedelta(minutes=10)
+
+TOOK_TOO_LONG = "Preparing the preview took too long and was stopped. Try again, or download it."
+STOPPED = "The preview stopped part way (the worker was lost). Try again, or download it."
+NEVER_STARTED = "The preview never started: the server is busy or its workers are down. Try again."
 
 
 def purge_stale(now: datetime | None = None) -> int:
-    """Purge expired previews and those whose session has ended; beat runs this."""
+    """Fail lost conversions, and purge expired ones and those whose session has ended.
+
+    Beat runs this. A conversion is lost when it has run past its hard time limit since
+    its last update, or waited in the queue past QUEUE_PATIENCE; each is audited.
+    """
     now = now or timezone.now()
-    ConvertedDocument.objects.filter(
-        state=ConversionState.CONVERTING, updated_at__lt=stuck_before(now)
-    ).update(state=ConversionState.FAILED, failure="The conversion stopped part way.")
+    lost = [
+        (ConversionState.CONVERTING, stuck_before(now, conversion_time_limit()), STOPPED),
+        (ConversionState.QUEUED, now - QUEUE_PATIENCE, NEVER_STARTED),
+    ]
+    for state, before, message in lost:
+        rows = ConvertedDocument.objects.select_related("user")
+        for row in rows.filter(state=state, updated_at__lt=before):
+            with transaction.atomic():
+                if ConvertedDocument.objects.filter(
+                    pk=row.pk, state=state, updated_at__lt=before
+                ).update(state=ConversionState.FAILED, failure=message, updated_at=now):
+                    _note(row, "failure", f"preview conversion ({row.kind}): {message}")
     gone = purge(ConvertedDocument.objects.filter(expires_at__lte=now))
     sessions = set(ConvertedDocument.objects.values_list("session_key", flat=True).distinct())
     ended = [key for key in sessions if not session_alive(key)]

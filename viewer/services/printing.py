@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import secrets
+import time
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.base import SessionBase
@@ -55,9 +57,11 @@ from viewer.services import (
 )
 from viewer.services.previews import (
     CONVERSIONS,
+    QUEUE_PATIENCE,
     ConversionFailed,
     _delete_blobs,
     _ttl,
+    conversion_time_limit,
     document_text,
     fetch_document,
     image_pages,
@@ -558,32 +562,114 @@ def _print_one(job: PrintJob, entry: dict[str, Any]) -> tuple[bytes, int, str]:
         raise
 
 
+def print_time_budget() -> int:
+    """Return the seconds a batch may spend starting documents; later ones are left out.
+
+    A batch of letters takes a few seconds each; this leaves room for a few slow ones.
+    """
+    return 4 * int(settings.CONVERSION_TIMEOUT_SECONDS)
+
+
+def print_time_limit() -> int:
+    """Return the seconds a print task may run before it is asked to stop: the budget, and
+    the time of the one document still being done when the budget ran out."""
+    return print_time_budget() + conversion_time_limit()
+
+
+OUT_OF_TIME = "The batch ran out of time before this document; print it on its own."
+TOOK_TOO_LONG = "Preparing the print took too long and was stopped. Try printing fewer documents."
+STOPPED = "The print stopped part way (the worker was lost). Try again."
+NEVER_STARTED = "The print never started: the server is busy or its workers are down. Try again."
+
+
+def _update(job: PrintJob, **fields: Any) -> int:
+    # update() skips auto_now: say when, so the stuck-job sweep measures from the last
+    # sign of life, not from when the job was queued.
+    return PrintJob.objects.filter(pk=job.pk).update(updated_at=timezone.now(), **fields)
+
+
+def _audit_document(
+    job: PrintJob, entry: dict[str, Any], outcome: str, detail: str, trace_id: str = ""
+) -> None:
+    audit.record(
+        user=job.user,
+        action="batch_print" if job.batch else "print",
+        outcome=outcome,
+        nhs_number=job.nhs_number,
+        context_id=job.context_id,
+        document_id=entry["document_id"],
+        trace_id=trace_id,
+        detail=detail,
+    )
+
+
+def _fail_job(job: PrintJob, message: str, *, done: int, state: str | None = None) -> bool:
+    """Fail the job (if it is still in `state`) and audit each document not yet done.
+
+    One transaction: whoever sees the print fail also sees why in the audit trail.
+    """
+    with transaction.atomic():
+        rows = PrintJob.objects.filter(pk=job.pk)
+        if state is not None:
+            rows = rows.filter(state=state)
+        if not rows.update(
+            state=ConversionState.FAILED, failure=message[:300], updated_at=timezone.now()
+        ):
+            return False
+        for entry in job.documents[done:]:
+            _audit_document(job, entry, "failure", f"not printed: {message}")
+    return True
+
+
 def run_print_job(job_id: int) -> str:
     """Build one print job's PDF into the encrypted store; return what happened.
 
     Each document is audited as it is done ("print", or "batch_print" in a batch). A batch
-    lists the ones that failed on its cover sheet; a single print that fails says why.
+    lists the ones that failed on its cover sheet; a single print that fails says why. A
+    batch stops starting documents after its time budget and leaves out any that would
+    take it past BATCH_PRINT_MAX_PAGES; both are listed on the cover sheet.
     """
     claimed = PrintJob.objects.filter(
         pk=job_id, state=ConversionState.QUEUED, expires_at__gt=timezone.now()
-    ).update(state=ConversionState.CONVERTING, done=0)
+    ).update(state=ConversionState.CONVERTING, done=0, updated_at=timezone.now())
     if not claimed:
         return "skipped"
     job = PrintJob.objects.select_related("user").get(pk=job_id)
-    action = "batch_print" if job.batch else "print"
+    progress = {"done": 0}
+    try:
+        return _build(job, progress)
+    except SoftTimeLimitExceeded:
+        # Celery's soft time limit: the job fails with the reason, then Celery hears of it.
+        _fail_job(job, TOOK_TOO_LONG, done=progress["done"])
+        raise
+
+
+def _build(job: PrintJob, progress: dict[str, int]) -> str:
     results: list[dict[str, Any]] = []
     parts: list[bytes] = []
     pages = 0
+    max_pages = int(settings.BATCH_PRINT_MAX_PAGES)
+    deadline = time.monotonic() + print_time_budget()
     for number, entry in enumerate(job.documents, start=1):
         trace_id = ""
         try:
             if not roles.can(job.user, "print"):
                 raise ConversionFailed("The user's role no longer allows printing.")
+            if time.monotonic() > deadline:
+                raise ConversionFailed(OUT_OF_TIME)
             part, count, trace_id = _print_one(job, entry)
+            if pages + count > max_pages:
+                raise ConversionFailed(
+                    f"It has {count} page{'s' if count != 1 else ''}, which would take the "
+                    f"print past {max_pages} pages; print it on its own.",
+                    trace_id=trace_id,
+                )
         except ConversionFailed as error:
             trace_id = error.trace_id or trace_id
             results.append({"status": "failed", "reason": error.message, "pages": 0})
             outcome, detail = "failure", f"not printed: {error.message}"
+        except SoftTimeLimitExceeded:
+            raise
         except Exception:
             logger.exception("Print %s: document %s failed unexpectedly", job.pk, number)
             reason = "It could not be converted (an unexpected error)."
@@ -597,25 +683,15 @@ def run_print_job(job_id: int) -> str:
             detail = f"printed {count} page(s) with provenance"
         if job.batch:
             detail += f" (document {number} of {len(job.documents)} in batch print {job.token})"
-        audit.record(
-            user=job.user,
-            action=action,
-            outcome=outcome,
-            nhs_number=job.nhs_number,
-            context_id=job.context_id,
-            document_id=entry["document_id"],
-            trace_id=trace_id,
-            detail=detail,
-        )
-        PrintJob.objects.filter(pk=job.pk).update(done=number, results=results)
+        _audit_document(job, entry, outcome, detail, trace_id)
+        progress["done"] = number
+        _update(job, done=number, results=results)
 
     if not pages:
         reason = (
             results[0]["reason"] if len(results) == 1 else "None of the documents could be printed."
         )
-        PrintJob.objects.filter(pk=job.pk).update(
-            state=ConversionState.FAILED, failure=reason[:300], results=results
-        )
+        _update(job, state=ConversionState.FAILED, failure=reason[:300], results=results)
         return "failed"
     name = ""
     try:
@@ -636,12 +712,13 @@ def run_print_job(job_id: int) -> str:
             [merged(parts)],
             associated_data=_associated_data(job),
         )
+    except SoftTimeLimitExceeded:
+        _delete_blobs([name] if name else [])
+        raise
     except Exception:
         logger.exception("Print %s could not be assembled", job.pk)
-        _delete_blobs([name])
-        PrintJob.objects.filter(pk=job.pk).update(
-            state=ConversionState.FAILED, failure="The print could not be put together."
-        )
+        _delete_blobs([name] if name else [])
+        _update(job, state=ConversionState.FAILED, failure="The print could not be put together.")
         return "failed"
     finished = PrintJob.objects.filter(pk=job.pk, state=ConversionState.CONVERTING).update(
         state=ConversionState.READY,
@@ -649,6 +726,7 @@ def run_print_job(job_id: int) -> str:
         pages=pages,
         results=results,
         expires_at=timezone.now() + _ttl(),
+        updated_at=timezone.now(),
     )
     if not finished:
         _delete_blobs([name])
@@ -676,11 +754,21 @@ def purge_session(session_key: str | None) -> int:
 
 
 def purge_stale(now: datetime | None = None) -> int:
-    """Purge expired prints and those whose session has ended; beat runs this."""
+    """Fail lost prints, and purge expired ones and those whose session has ended.
+
+    Beat runs this. A print is lost when it has run past its hard time limit since its
+    last update, or waited in the queue past QUEUE_PATIENCE; its documents are audited.
+    """
     now = now or timezone.now()
-    PrintJob.objects.filter(
-        state=ConversionState.CONVERTING, updated_at__lt=stuck_before(now)
-    ).update(state=ConversionState.FAILED, failure="The print stopped part way.")
+    lost = [
+        (ConversionState.CONVERTING, stuck_before(now, print_time_limit()), STOPPED),
+        (ConversionState.QUEUED, now - QUEUE_PATIENCE, NEVER_STARTED),
+    ]
+    for state, before, message in lost:
+        for job in PrintJob.objects.select_related("user").filter(
+            state=state, updated_at__lt=before
+        ):
+            _fail_job(job, message, done=job.done, state=state)
     gone = purge(PrintJob.objects.filter(expires_at__lte=now))
     sessions = set(PrintJob.objects.values_list("session_key", flat=True).distinct())
     ended = [key for key in sessions if not session_alive(key)]
