@@ -7,6 +7,7 @@ patient writes an audit event, success or failure.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import mimetypes
@@ -116,6 +117,8 @@ def http_client() -> httpx.Client:
         with _http_lock:
             if _http is None:
                 _http = build_http_client(gpconnect_client_config())
+                # Its pooled connections are closed cleanly when the process exits.
+                atexit.register(_http.close)
     return _http
 
 
