@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -32,21 +39,47 @@ PART_POLICY = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
 @require_role("Clinician", "Receptionist")
 def document_preview(request: HttpRequest, context_id: str, document_id: str) -> HttpResponse:
     """The document page's preview region: starts the conversion, then is polled until done."""
+    return _conversion(request, context_id, document_id, previews.conversion_start)
+
+
+@require_POST
+@never_cache
+@login_required
+@require_role("Clinician", "Receptionist")
+def document_preview_retry(
+    request: HttpRequest, context_id: str, document_id: str
+) -> HttpResponseBase:
+    """Try again: replace a failed conversion with a new one (a form without htmx)."""
+    response = _conversion(request, context_id, document_id, previews.conversion_retry)
+    if not getattr(request, "htmx", False):
+        return redirect("viewer:document", context_id=context_id, document_id=document_id)
+    return response
+
+
+def _conversion(
+    request: HttpRequest,
+    context_id: str,
+    document_id: str,
+    start: Callable[..., previews.ConversionStatus],
+) -> HttpResponse:
+    values: dict[str, object] = {"context_id": context_id, "document_id": document_id}
     try:
-        status = previews.conversion_start(
+        values["status"] = start(
             user=request.user,
             context_id=context_id,
             document_id=document_id,
             session=request.session,
         )
     except GPConnectError as exc:
-        return render(request, "viewer/_conversion.html", {"error": ErrorPanel.of(exc)}, status=286)
-    response = render(
-        request,
-        "viewer/_conversion.html",
-        {"status": status, "context_id": context_id, "document_id": document_id},
-    )
-    if not status.pending:
+        values["error"] = ErrorPanel.of(exc)
+    except Http404:
+        if not getattr(request, "htmx", False):
+            raise
+        # A poll whose patient or session has gone: say so in place, once, and stop; the
+        # global htmx error message would be added above the page at every poll.
+        values["gone"] = True
+    response = render(request, "viewer/_conversion.html", values)
+    if "status" not in values or not values["status"].pending:  # type: ignore[attr-defined]
         response.status_code = 286  # htmx stops polling on this status
     return response
 
@@ -74,12 +107,13 @@ def document_converted(
     return response
 
 
-@require_GET
+@require_POST
 @never_cache
 @login_required
 @require_role("Clinician", "Receptionist")
 def document_print(request: HttpRequest, context_id: str, document_id: str) -> HttpResponseBase:
-    """Print: queue the print PDF of one document, then show its progress page."""
+    """Print: queue the print PDF of one document (or reuse this session's), then redirect
+    to its progress page, so reloading or going back never makes a second print."""
     try:
         job = printing.print_start(
             user=request.user,
@@ -184,7 +218,11 @@ def print_job(request: HttpRequest, context_id: str, token: uuid.UUID) -> HttpRe
 @require_role("Clinician", "Receptionist")
 def print_status(request: HttpRequest, context_id: str, token: uuid.UUID) -> HttpResponse:
     """The print page's poll: progress, then the finished PDF (HTTP 286 stops the poll)."""
-    values = _job_context(request, context_id, token)
+    try:
+        values = _job_context(request, context_id, token)
+    except Http404:
+        # Expired, purged or signed out: say so in place and stop polling (see _conversion).
+        return render(request, "viewer/print_job.html#gone", {}, status=286)
     response = render(request, "viewer/print_job.html#status", values)
     if not values["job"].pending:  # type: ignore[attr-defined]
         response.status_code = 286

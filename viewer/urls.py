@@ -47,6 +47,11 @@ urlpatterns += [
         name="document_preview",
     ),
     path(
+        "patients/<slug:context_id>/documents/<str:document_id>/preview/retry",
+        preview_views.document_preview_retry,
+        name="document_preview_retry",
+    ),
+    path(
         "patients/<slug:context_id>/documents/<str:document_id>/preview/<int:part>",
         preview_views.document_converted,
         name="document_converted",

@@ -108,8 +108,14 @@ function start(element) {
     })
     .catch((error) => {
       element.dataset.pdfReady = "failed";
-      // A broken or hostile file: say so plainly; the download is still offered.
-      say(element, "This PDF could not be shown. Download it to open it on this computer.");
+      // A broken or hostile file: say so plainly.
+      // Only someone whose role may download is told to (a receptionist may not).
+      const download = element.dataset.canDownload === "true";
+      say(
+        element,
+        "This PDF could not be shown." +
+          (download ? " Download it to open it on this computer." : ""),
+      );
       if (printing) document.dispatchEvent(new CustomEvent("viewer:print-failed"));
       console.warn("PDF preview failed:", error && error.name);
     });

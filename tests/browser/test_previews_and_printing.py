@@ -200,7 +200,7 @@ def test_print_draws_the_server_made_pdf_and_opens_the_print_dialogue(
     page.fill("#filter-keyword", "DVLA")
     page.get_by_role("button", name="Apply filters").click()
     page.get_by_role("link", name="Letter to DVLA regarding fitness to drive").click()
-    page.get_by_role("link", name="Print").click()
+    page.get_by_role("button", name="Print Letter to DVLA").click()
 
     page.wait_for_selector("body[data-print-ready='true']", timeout=90_000)
     pages = page.locator("canvas.viewer-print__page")

@@ -93,7 +93,7 @@ def test_the_document_page_shows_the_metadata_the_banner_and_a_pdf_preview(
     assert 'src="/static/viewer/pdf-preview.js"' in html
     assert "<iframe" not in html
     assert f'href="{url("document_download", context_id, PDF)}">Download' in html
-    assert f'href="{url("document_print", context_id, PDF)}">Print' in html
+    assert f'action="{url("document_print", context_id, PDF)}"' in html
     assert AuditEvent.objects.filter(action="view", document_id=PDF, outcome="success").exists()
 
 
@@ -340,7 +340,7 @@ def test_documents_over_the_size_limit_are_explained_and_never_fetched(
 def test_print_queues_a_print_pdf_and_shows_its_progress_page(
     clinician_client: Client, context_id: str
 ) -> None:
-    response = clinician_client.get(url("document_print", context_id, PDF))
+    response = clinician_client.post(url("document_print", context_id, PDF))
     job = PrintJob.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse(
@@ -367,13 +367,34 @@ def test_print_queues_a_print_pdf_and_shows_its_progress_page(
     assert not AuditEvent.objects.filter(action="print").exists()
 
 
+def test_pressing_print_again_or_reloading_shows_the_same_print_and_a_link_makes_none(
+    clinician_client: Client, context_id: str
+) -> None:
+    first = clinician_client.post(url("document_print", context_id, PDF))
+    again = clinician_client.post(url("document_print", context_id, PDF))
+
+    assert first.status_code == again.status_code == 302
+    assert first["Location"] == again["Location"]
+    assert PrintJob.objects.count() == 1
+    assert clinician_client.get(url("document_print", context_id, PDF)).status_code == 405
+    assert clinician_client.get(first["Location"]).status_code == 200  # a reload just shows it
+    assert PrintJob.objects.count() == 1
+
+
+def test_print_without_the_forms_csrf_token_is_refused(context_id: str, clinician: User) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(clinician)
+    assert client.post(url("document_print", context_id, PDF)).status_code == 403
+    assert not PrintJob.objects.exists()
+
+
 @pytest.mark.parametrize("document_id", [OCTET_STREAM, AU])
 def test_formats_that_cannot_be_printed_have_no_print_button_and_the_refusal_is_audited(
     clinician_client: Client, context_id: str, document_id: str
 ) -> None:
     page = clinician_client.get(url("document", context_id, document_id)).content.decode()
     assert url("document_print", context_id, document_id) not in page
-    assert clinician_client.get(url("document_print", context_id, document_id)).status_code == 404
+    assert clinician_client.post(url("document_print", context_id, document_id)).status_code == 404
     assert AuditEvent.objects.get(action="print").outcome == "denied"
     assert not PrintJob.objects.exists()
 
@@ -381,7 +402,7 @@ def test_formats_that_cannot_be_printed_have_no_print_button_and_the_refusal_is_
 def test_a_placeholder_cannot_be_printed(
     clinician_client: Client, placeholder_context_id: str
 ) -> None:
-    response = clinician_client.get(url("document_print", placeholder_context_id, PLACEHOLDER))
+    response = clinician_client.post(url("document_print", placeholder_context_id, PLACEHOLDER))
     assert response.status_code == 404
     assert AuditEvent.objects.get(action="print").outcome == "denied"
 
@@ -389,14 +410,14 @@ def test_a_placeholder_cannot_be_printed(
 def test_printing_another_users_document_is_a_404(context_id: str, db: None) -> None:
     other = Client()
     other.force_login(make_user("someoneelse", "Clinician"))
-    assert other.get(url("document_print", context_id, PDF)).status_code == 404
+    assert other.post(url("document_print", context_id, PDF)).status_code == 404
     assert not AuditEvent.objects.filter(action="print").exists()
 
 
 def test_an_auditor_may_not_print(context_id: str, auditor: User) -> None:
     client = Client()
     client.force_login(auditor)
-    assert client.get(url("document_print", context_id, PDF)).status_code == 403
+    assert client.post(url("document_print", context_id, PDF)).status_code == 403
 
 
 def test_a_receptionist_prints_a_letter_though_they_may_not_download_it(
@@ -408,7 +429,7 @@ def test_a_receptionist_prints_a_letter_though_they_may_not_download_it(
     page = client.get(url("document", context, PDF)).content.decode()
     assert url("document_print", context, PDF) in page
     assert url("document_download", context, PDF) not in page
-    response = client.get(url("document_print", context, PDF))
+    response = client.post(url("document_print", context, PDF))
     assert response.status_code == 302
     assert (
         PrintJob.objects.get()

@@ -249,6 +249,68 @@ def test_a_tiff_bomb_is_refused_with_a_clear_message_and_the_worker_carries_on(
     assert wait_for_conversion(BMP, timeout=30).state == ConversionState.READY
 
 
+def test_a_failed_preview_shows_its_trace_id_and_try_again_makes_a_new_one(
+    gp: RecordingSandbox, clinician_client: Client, worker: None
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+    with served_instead(gp, TIFF, tiff_bomb()):
+        preview(clinician_client, context_id, TIFF)
+        failed = wait_for_conversion(TIFF, timeout=30)
+        _, html = preview(clinician_client, context_id, TIFF)
+    key = url("document", context_id, TIFF).rstrip("/").rsplit("/", 1)[1]
+    retry = reverse(
+        "viewer:document_preview_retry", kwargs={"context_id": context_id, "document_id": key}
+    )
+
+    assert failed.trace_id and failed.trace_id in html
+    assert "Try again" in html and f'hx-post="{retry}"' in html
+    response = clinician_client.post(retry, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and 'hx-trigger="every 1s"' in response.content.decode()
+    again = wait_for_conversion(TIFF)
+    assert again.pk != failed.pk and again.state == ConversionState.READY
+    assert ConvertedDocument.objects.filter(document_id=TIFF).count() == 1
+
+
+def test_a_receptionist_is_not_told_to_download_what_they_may_not() -> None:
+    failure = "This image is too large to convert safely. Download it to open it."
+    for_clinician = previews.ConversionStatus("Scan", "pages", "failed", 0, 0, failure)
+    for_receptionist = previews.ConversionStatus(
+        "Scan", "pages", "failed", 0, 0, failure, can_download=False
+    )
+    assert for_clinician.reason == failure
+    assert for_receptionist.reason == "This image is too large to convert safely."
+
+
+def test_a_poll_for_a_print_that_has_expired_stops_with_one_message_in_place(
+    gp: RecordingSandbox, clinician_client: Client
+) -> None:
+    from django.utils import timezone
+
+    context_id = context_id_of(list_documents(clinician_client))
+    job_page = clinician_client.post(url("document_print", context_id, DERMATOLOGY_LETTER))
+    PrintJob.objects.update(expires_at=timezone.now() - timezone.timedelta(seconds=1))
+
+    response = clinician_client.get(f"{job_page['Location']}status", HTTP_HX_REQUEST="true")
+
+    assert response.status_code == 286  # the poll stops
+    assert "HX-Retarget" not in response  # nothing is added above the page at each poll
+    assert "This print is no longer available" in response.content.decode()
+
+
+def test_a_preview_poll_after_the_patient_has_gone_stops_with_one_message_in_place(
+    gp: RecordingSandbox, clinician_client: Client
+) -> None:
+    list_documents(clinician_client)
+    # A context this session no longer has (the patient was closed, or another tab's).
+    response = clinician_client.get(
+        url("document_preview", "gone0000context", BMP), HTTP_HX_REQUEST="true"
+    )
+
+    assert response.status_code == 286
+    assert "HX-Retarget" not in response
+    assert "This preview is no longer available" in response.content.decode()
+
+
 def test_another_users_converted_preview_is_a_404(
     gp: RecordingSandbox, clinician_client: Client, worker: None
 ) -> None:
@@ -491,7 +553,7 @@ def test_the_print_pdf_has_the_documents_pages_each_carrying_the_provenance(
 ) -> None:
     context_id = context_id_of(list_documents(clinician_client))
 
-    page_url = clinician_client.get(url("document_print", context_id, document_id))["Location"]
+    page_url = clinician_client.post(url("document_print", context_id, document_id))["Location"]
     job = wait_for_print()
     status = clinician_client.get(f"{page_url}status", HTTP_HX_REQUEST="true")
     pdf = body_of(
@@ -525,7 +587,7 @@ def test_a_pdf_that_fails_to_parse_is_not_printed_and_the_page_says_why(
     context_id = context_id_of(list_documents(clinician_client))
     broken = b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R >>\nendobj\ntrailer\n%%EOF"
     with served_instead(gp, PDF, broken):
-        page_url = clinician_client.get(url("document_print", context_id, PDF))["Location"]
+        page_url = clinician_client.post(url("document_print", context_id, PDF))["Location"]
         job = wait_for_print(timeout=30)
     html = clinician_client.get(page_url).content.decode()
 
@@ -535,7 +597,7 @@ def test_a_pdf_that_fails_to_parse_is_not_printed_and_the_page_says_why(
     event = AuditEvent.objects.get(action="print", document_id=PDF)
     assert event.outcome == "failure" and "could not be read" in event.detail
     # The worker is free: the next print goes through.
-    clinician_client.get(url("document_print", context_id, DERMATOLOGY_LETTER))
+    clinician_client.post(url("document_print", context_id, DERMATOLOGY_LETTER))
     assert wait_for_print(timeout=30).state == ConversionState.READY
 
 
@@ -617,7 +679,7 @@ def test_another_users_print_is_a_404(
     gp: RecordingSandbox, clinician_client: Client, worker: None
 ) -> None:
     context_id = context_id_of(list_documents(clinician_client))
-    page_url = clinician_client.get(url("document_print", context_id, DERMATOLOGY_LETTER))[
+    page_url = clinician_client.post(url("document_print", context_id, DERMATOLOGY_LETTER))[
         "Location"
     ]
     wait_for_print()
@@ -819,7 +881,7 @@ def test_a_batch_leaves_out_what_would_pass_its_page_cap_or_time_budget_and_says
 def _make_preview_and_print(client: Client) -> None:
     context_id = context_id_of(list_documents(client))
     preview(client, context_id, BMP)
-    client.get(url("document_print", context_id, DERMATOLOGY_LETTER))
+    client.post(url("document_print", context_id, DERMATOLOGY_LETTER))
     assert wait_for_conversion(BMP).state == ConversionState.READY
     assert wait_for_print().state == ConversionState.READY
 

@@ -25,6 +25,7 @@ import io
 import itertools
 import logging
 import os
+import re
 import resource
 import secrets
 import signal
@@ -457,18 +458,40 @@ class ConversionStatus:
     progress: int
     pages: int
     failure: str
+    trace_id: str = ""
+    can_download: bool = True
 
     @property
     def pending(self) -> bool:
         return self.state in CONVERSION_PENDING
+
+    @property
+    def reason(self) -> str:
+        """The failure, without advice to download for someone whose role may not."""
+        if self.can_download:
+            return self.failure
+        return _DOWNLOAD_ADVICE.sub("", self.failure).strip()
+
+
+# The converters' messages end with advice to download the document or try again.
+_DOWNLOAD_ADVICE = re.compile(r"\s*(Download it[^.]*\.|Try again, or download it\.)")
 
 
 def _ttl() -> timedelta:
     return timedelta(minutes=int(settings.PREFETCH_TTL_MINUTES))
 
 
-def _status(row: ConvertedDocument, title: str) -> ConversionStatus:
-    return ConversionStatus(title, row.kind, row.state, row.progress, row.pages, row.failure)
+def _status(row: ConvertedDocument, title: str, user: UserLike) -> ConversionStatus:
+    return ConversionStatus(
+        title,
+        row.kind,
+        row.state,
+        row.progress,
+        row.pages,
+        row.failure,
+        trace_id=row.trace_id,
+        can_download=roles.can(user, "download"),
+    )
 
 
 def conversion_start(
@@ -494,7 +517,7 @@ def conversion_start(
         user=user, context_id=context.id, document_key=key
     ).first()
     if row is not None and row.expires_at > now:
-        return _status(row, title)
+        return _status(row, title, user)
     if row is not None:
         purge(ConvertedDocument.objects.filter(pk=row.pk))
     try:
@@ -518,9 +541,31 @@ def conversion_start(
     except IntegrityError:
         # Another request made it a moment ago: one conversion per document.
         row = ConvertedDocument.objects.get(user=user, context_id=context.id, document_key=key)
-        return _status(row, title)
+        return _status(row, title, user)
     _enqueue(row.pk)
-    return _status(row, title)
+    return _status(row, title, user)
+
+
+def conversion_retry(
+    *, user: UserLike, context_id: str, document_id: str, session: SessionBase
+) -> ConversionStatus:
+    """Start this document's preview again if it failed ("Try again"); return its status.
+
+    The failed conversion is replaced; one that is running or ready is left as it is.
+    """
+    if isinstance(user, User):
+        purge(
+            ConvertedDocument.objects.filter(
+                user=user,
+                session_key=session.session_key or "",
+                context_id=context_id,
+                document_key=document_id,
+                state=ConversionState.FAILED,
+            )
+        )
+    return conversion_start(
+        user=user, context_id=context_id, document_id=document_id, session=session
+    )
 
 
 def _enqueue(conversion_id: int) -> None:

@@ -462,6 +462,19 @@ def print_start(
             detail=f"not printable: {reason}",
         )
         raise Http404("This document cannot be printed")
+    # One print per document and session while it is being made or ready: pressing Print
+    # again, reloading or going back shows that one rather than making (and auditing) another.
+    existing = PrintJob.objects.filter(
+        user_id=_user_id(user),
+        session_key=session.session_key or "",
+        context_id=context.id,
+        batch=False,
+        documents__0__key=entry["key"],
+        state__in=[ConversionState.QUEUED, ConversionState.CONVERTING, ConversionState.READY],
+        expires_at__gt=timezone.now(),
+    ).first()
+    if existing is not None:
+        return existing
     return _create_job(
         user=user, context=context, documents=[document], batch=False, session=session
     )
@@ -680,7 +693,7 @@ def _build(job: PrintJob, progress: dict[str, int]) -> str:
             pages += count
             results.append({"status": "printed", "reason": "", "pages": count})
             outcome = "success"
-            detail = f"printed {count} page(s) with provenance"
+            detail = f"print prepared: {count} page(s) with provenance"
         if job.batch:
             detail += f" (document {number} of {len(job.documents)} in batch print {job.token})"
         _audit_document(job, entry, outcome, detail, trace_id)
