@@ -280,7 +280,6 @@ def stamped(data: bytes, provenance: Provenance) -> tuple[bytes, int]:
                 .translate(left + (width - width * scale) / 2, bottom + FOOTER_BAND)
             )
             page.merge_transformed_page(overlay, Transformation().translate(left, bottom))
-            page.cropbox = page.mediabox
         out = io.BytesIO()
         writer.write(out)
     except (PyPdfError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
@@ -526,7 +525,12 @@ def print_job_get(
 def print_job_pdf(
     *, user: UserLike, context_id: str, token: uuid.UUID, session: SessionBase
 ) -> encrypted_blobs.Plaintext:
-    """Return the ready print PDF's bytes (decrypting as they stream); otherwise 404."""
+    """Return the ready print PDF's bytes (decrypting as they stream); otherwise 404.
+
+    The role is asked again: one that may no longer print gets nothing it made before.
+    """
+    if not roles.can(user, "print"):
+        raise Http404("No such print")
     job = print_job_get(user=user, context_id=context_id, token=token, session=session)
     if job.state != ConversionState.READY or not job.blob_name:
         raise Http404("The print is not ready")
