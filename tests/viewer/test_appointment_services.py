@@ -996,3 +996,59 @@ def test_a_practice_that_fails_is_reported_beside_the_others_slots(
         AuditEvent.objects.filter(action="search_slots").values_list("detail", "outcome")
     )
     assert sorted(outcomes.values()) == ["failure", "success"]
+
+
+def test_a_booking_request_whose_lease_a_check_took_over_sends_nothing(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    overdue = Booking.objects.create(
+        token=uuid.uuid4(),
+        user=receptionist,
+        nhs_number=patient.nhs_number,
+        patient_key=patient.id,
+        practice_ods="A20047",
+        first_slot_id=slot.id,
+        slot_ids=[slot.id],
+        description="Review",
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
+    # The slow request still holds its own copy, with the lease it set (now run out).
+    request_copy = Booking.objects.get(pk=overdue.pk)
+
+    # A check takes the lease over (as _recheck's first statement does) and, before it
+    # decides anything, the slow request reaches its last step before the POST.
+    Booking.objects.filter(pk=overdue.pk).update(lease_until=timezone.now() + timedelta(minutes=1))
+
+    with pytest.raises(service.AppointmentError) as raised:
+        service._hold(request_copy, sent_at=timezone.now())
+    assert raised.value.reason == "lease_lost"
+    overdue.refresh_from_db()
+    assert overdue.sent_at is None  # so nothing was sent, and "never sent" stays true
+
+
+def test_a_check_does_not_fail_a_booking_the_request_has_just_sent(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    in_flight = Booking.objects.create(
+        token=uuid.uuid4(),
+        user=receptionist,
+        nhs_number=patient.nhs_number,
+        patient_key=patient.id,
+        practice_ods="A20047",
+        first_slot_id=slot.id,
+        slot_ids=[slot.id],
+        description="Review",
+        lease_until=timezone.now() + timedelta(minutes=1),
+    )
+
+    service._hold(in_flight, sent_at=timezone.now())  # the request's step before POST
+    service.bookings_recheck()  # the lease is the request's: the check leaves it alone
+
+    in_flight.refresh_from_db()
+    assert in_flight.state == BookingState.PENDING and in_flight.sent_at is not None

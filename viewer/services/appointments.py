@@ -957,13 +957,21 @@ def _settle() -> timedelta:
     return timedelta(seconds=int(settings.GPCONNECT_BOOKING_SETTLE_SECONDS))
 
 
-def _move(booking: Booking, from_states: Sequence[str], **changes: Any) -> bool:
-    """Change the booking only if its state is one of `from_states`; return whether it was.
+def _move(
+    booking: Booking,
+    from_states: Sequence[str],
+    *,
+    where: dict[str, Any] | None = None,
+    **changes: Any,
+) -> bool:
+    """Change the booking only if its state is one of `from_states` (and `where` holds).
 
-    The booking is read again either way, so it says what is true now.
+    Returns whether it changed. The booking is read again either way, so it says what is
+    true now.
     """
     changes["updated_at"] = timezone.now()
-    moved = Booking.objects.filter(pk=booking.pk, state__in=from_states).update(**changes) == 1
+    rows = Booking.objects.filter(pk=booking.pk, state__in=from_states, **(where or {}))
+    moved = rows.update(**changes) == 1
     booking.refresh_from_db()
     return moved
 
@@ -1012,9 +1020,12 @@ def _hold(booking: Booking, **changes: Any) -> None:
     Raises `AppointmentError` when the lease ran out and a check has since decided the
     booking was never sent: nothing may be sent for it any more.
     """
+    # Only while the lease is still the one this request set: if it ran out and a check
+    # took it over (a new lease_until), this request has lost the booking and sends nothing.
     if not _move(
         booking,
         (BookingState.PENDING,),
+        where={"lease_until": booking.lease_until, "lease_until__gt": timezone.now()},
         lease_until=timezone.now() + _lease(),
         **changes,
     ):
@@ -1638,9 +1649,22 @@ def _recheck(booking: Booking, *, why: str, session: SessionBase | None = None) 
         return booking
     user = booking.user
     if booking.sent_at is None or not booking.patient_logical_id or booking.start is None:
-        _fail(booking, NOT_SENT_MESSAGE)
-        _record_booking(user, booking, "failure", f"{why}: the request stopped before sending it")
-        return booking
+        # Conditional on "never sent", as read in the same statement: a request that
+        # recorded sending a moment ago keeps its booking in flight.
+        if _move(
+            booking,
+            BOOKING_IN_FLIGHT,
+            where={"sent_at__isnull": True},
+            state=BookingState.FAILED,
+            failure=NOT_SENT_MESSAGE[:500],
+            lease_until=None,
+        ):
+            _record_booking(
+                user, booking, "failure", f"{why}: the request stopped before sending it"
+            )
+            return booking
+        if booking.state not in BOOKING_IN_FLIGHT or booking.sent_at is None:
+            return booking
     settle_until = booking.settle_until or booking.sent_at + _lease() + _settle()
     try:
         client = _one_client(user, session, booking.practice_ods)
