@@ -1475,12 +1475,6 @@ def _refused(error: Exception) -> bool:
     )
 
 
-def _answered(error: Exception) -> bool:
-    """Whether the practice itself answered the booking with an error (a 5xx of its own)."""
-    status = getattr(error, "http_status", None)
-    return isinstance(error, ProviderError) and status is not None and status >= 500
-
-
 def _after_post(
     user: UserLike,
     patient: BookingPatient,
@@ -1493,10 +1487,11 @@ def _after_post(
 ) -> Booking:
     """Decide what the POST's failure means before saying anything.
 
-    A 409 means someone (maybe us) holds the slot; any other 4xx is a refusal; a 5xx the
-    practice sent is checked once. Anything else (a timeout, a gateway's error, a reply
-    we could not read, a fault of ours) may still become a booking: it is checked now and
-    stays unknown, with its slot locked, until a check finds it or it settles.
+    A 409 means someone (maybe us) holds the slot; any other 4xx is a refusal. Anything
+    else (a 5xx, even one the practice sent itself: a server that failed part way may
+    still have saved the appointment; a timeout, a gateway's error, a reply we could not
+    read, a fault of ours) may still become a booking: it is checked now and stays
+    unknown, with its slot locked, until a check finds it or it settles.
     """
     trace_id = getattr(error, "trace_id", None) or ""
     _move(booking, BOOKING_IN_FLIGHT, trace_id=trace_id)
@@ -1514,8 +1509,7 @@ def _after_post(
     if not isinstance(error, GPConnectError):
         logger.exception("Booking %s: the POST failed unexpectedly", booking.token)
     logger.warning("Booking %s: %s; trace ID %s; reconciling", booking.token, what, trace_id)
-    answered = _answered(error)
-    settle_until = timezone.now() + (timedelta(0) if answered else _settle())
+    settle_until = timezone.now() + _settle()
     _check(user, client, booking, traces, what=f"{what}{note}", settle_until=settle_until)
     return booking
 
