@@ -1036,3 +1036,31 @@ def test_a_check_does_not_fail_a_booking_the_request_has_just_sent(
 
     in_flight.refresh_from_db()
     assert in_flight.state == BookingState.PENDING and in_flight.sent_at is not None
+
+
+def test_the_scheduled_check_stops_asking_about_a_booking_still_unknown_a_day_after_it_settled(
+    appointments_gp: AppointmentSandbox, federation: Any, receptionist: User
+) -> None:
+    session = SessionStore()
+    patient = patient_of(receptionist, "documents", session)
+    slot = first_free_slot(appointments_gp, "A20047")
+    two_days_ago = timezone.now() - timedelta(days=2)
+    Booking.objects.create(
+        token=uuid.uuid4(),
+        user=receptionist,
+        nhs_number=patient.nhs_number,
+        patient_key=patient.id,
+        practice_ods="A20047",
+        first_slot_id=slot.id,
+        slot_ids=[slot.id],
+        description="Review",
+        start=slot.start,
+        patient_logical_id="no-such-patient",
+        sent_at=two_days_ago,
+        settle_until=two_days_ago,
+        state=BookingState.UNKNOWN,
+        lease_until=None,
+    )
+
+    assert service.bookings_recheck() == 0
+    assert not AuditEvent.objects.filter(action="book").exists()

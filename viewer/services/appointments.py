@@ -1691,6 +1691,9 @@ def booking_get(*, user: UserLike, token: uuid.UUID, session: SessionBase) -> Bo
     return booking
 
 
+GIVE_UP_AFTER = timedelta(days=1)
+
+
 def bookings_recheck(*, limit: int = 50) -> int:
     """Check again the in-flight bookings whose lease is over; return how many were checked.
 
@@ -1702,6 +1705,10 @@ def bookings_recheck(*, limit: int = 50) -> int:
     due = list(
         Booking.objects.filter(state__in=BOOKING_IN_FLIGHT)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
+        # A day past settling and still unreadable: the practice must be asked by a person
+        # (the booking page says so and can still check); the minute-by-minute check, and
+        # its audit row each time, stop.
+        .exclude(state=BookingState.UNKNOWN, settle_until__lt=now - GIVE_UP_AFTER)
         .select_related("user")
         .order_by("lease_until")[:limit]
     )
