@@ -23,3 +23,16 @@ document.body.addEventListener("htmx:sendError", () => {
   summary.append(title, body);
   main.prepend(summary);
 });
+
+// Progress that htmx replaces at every poll is read out through one live region that stays
+// on the page ([data-live-status]), and only when what it says changes: a role="status"
+// swapped in afresh at each poll is announced unreliably, or not at all.
+function announce() {
+  const region = document.querySelector("[data-live-status]");
+  const source = document.querySelector("[data-announce]");
+  if (!region || !source) return;
+  const text = source.dataset.announce;
+  if (region.textContent !== text) region.textContent = text;
+}
+document.body.addEventListener("htmx:afterSettle", announce);
+announce();

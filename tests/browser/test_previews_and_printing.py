@@ -178,7 +178,7 @@ def test_a_multi_page_tiff_scan_is_shown_page_by_page_with_zoom(
 
 def ready_pages(browsing: Browsing) -> int:
     """Return the page count the print page says the PDF has ("Ready to print: 5 pages")."""
-    text = browsing.page.locator(".viewer-print__ready [role='status']").first.inner_text()
+    text = browsing.page.locator(".viewer-print__ready-text").inner_text()
     found = re.search(r"Ready to print: (\d+) pages?", text)
     assert found, text
     return int(found.group(1))
@@ -234,4 +234,38 @@ def test_batch_print_selects_every_letter_and_prints_them_behind_a_cover_sheet(
     # The cover sheet, then at least a page of each letter.
     assert page.locator("canvas.viewer-print__page").count() == ready_pages(browsing) > letters
     assert page.evaluate("window.printCalls") == 1
+    browsing.assert_sound_page()
+
+
+KEEP_LIVE_REGION = "window.liveRegion = document.querySelector('[role=status][data-live-status]')"
+LIVE_REGION_KEPT = "() => window.liveRegion && window.liveRegion.isConnected"
+
+
+def test_progress_is_read_out_by_one_live_region_that_stays_while_each_poll_replaces_the_rest(
+    opened: tuple[Browsing, str],
+) -> None:
+    browsing, patient_path = opened
+    page = browsing.page
+    count_print_calls(browsing)
+    page.fill("#filter-keyword", "scanned")
+    page.get_by_role("button", name="Apply filters").click()
+    page.get_by_role("link", name="Scanned correspondence (old hospital letter)").click()
+    page.wait_for_url(re.compile(r".*/documents/[^/]+/$"))
+    page.evaluate(KEEP_LIVE_REGION)
+    page.wait_for_selector("#conversion[data-conversion='pages']", timeout=60_000)
+    assert page.evaluate(LIVE_REGION_KEPT)
+    page.wait_for_function("() => window.liveRegion.textContent === 'The preview is ready.'")
+    assert page.locator("#conversion [role='status']:not([data-pages-status])").count() == 0
+    browsing.assert_sound_page()
+
+    page.goto(browsing.url(patient_path))
+    page.fill("#filter-keyword", "DVLA")
+    page.get_by_role("button", name="Apply filters").click()
+    page.get_by_role("link", name="Letter to DVLA regarding fitness to drive").click()
+    page.get_by_role("button", name="Print Letter to DVLA").click()
+    page.wait_for_url(re.compile(r".*/prints/[^/]+/$"))
+    page.evaluate(KEEP_LIVE_REGION)
+    page.wait_for_selector("body[data-print-ready='true']", timeout=90_000)
+    assert page.evaluate(LIVE_REGION_KEPT)
+    assert page.evaluate("window.liveRegion.textContent").startswith("Ready to print: ")
     browsing.assert_sound_page()

@@ -601,6 +601,33 @@ def test_a_pdf_that_fails_to_parse_is_not_printed_and_the_page_says_why(
     assert wait_for_print(timeout=30).state == ConversionState.READY
 
 
+def test_a_failed_print_has_no_print_button_but_says_why_with_a_way_back_to_the_document(
+    gp: RecordingSandbox, clinician_client: Client
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+    page_url = clinician_client.post(url("document_print", context_id, DERMATOLOGY_LETTER))[
+        "Location"
+    ]
+    pending = clinician_client.get(f"{page_url}status", HTTP_HX_REQUEST="true").content.decode()
+    PrintJob.objects.update(state=ConversionState.FAILED, failure="The practice did not answer.")
+
+    html = clinician_client.get(page_url).content.decode()
+    poll = clinician_client.get(f"{page_url}status", HTTP_HX_REQUEST="true").content.decode()
+
+    # While it is prepared, what it says is for the page's one live region to read out.
+    assert 'data-announce="Preparing the document for printing…"' in pending
+    assert 'role="status"' not in pending and "data-print-now" not in pending
+    assert html.count('role="status"') == 1 and "data-live-status" in html
+    for failed in (html, poll):
+        assert "data-print-now" not in failed  # no Print button that can never be pressed
+        assert "The practice did not answer." in failed
+        assert 'data-announce="The document could not be printed: The practice did not' in failed
+        assert (
+            url("document", context_id, DERMATOLOGY_LETTER)
+            in failed.split("viewer-print__failed")[1]
+        )
+
+
 def test_batch_print_merges_three_letters_behind_a_cover_sheet_that_also_lists_the_one_it_could_not_print(
     gp: RecordingSandbox, clinician_client: Client, worker: None
 ) -> None:
