@@ -249,6 +249,39 @@ def test_a_tiff_bomb_is_refused_with_a_clear_message_and_the_worker_carries_on(
     assert wait_for_conversion(BMP, timeout=30).state == ConversionState.READY
 
 
+def test_a_60_megapixel_page_is_refused_by_preview_max_pixels_below_pillows_own_limit() -> None:
+    from django.conf import settings
+    from PIL import Image
+
+    # About 60.8 MP: past PREVIEW_MAX_PIXELS (50 MP), short of where Pillow warns (~89 MP).
+    width = height = 7800
+    assert settings.PREVIEW_MAX_PIXELS < width * height < (Image.MAX_IMAGE_PIXELS or 0)
+
+    with pytest.raises(ConversionFailed) as refused:
+        previews.image_pages(tiff_bomb(width, height))
+
+    assert str(refused.value) == (
+        "Page 1 of this image is 7800 × 7800 pixels, too large to convert safely. "
+        "Download it to open it."
+    )
+    assert refused.value.__cause__ is None  # this service's check, not Pillow's bomb error
+
+
+def test_two_requests_for_the_same_preview_make_one_conversion_and_queue_it_once(
+    gp: RecordingSandbox, clinician_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queued: list[int] = []
+    monkeypatch.setattr(previews, "_enqueue", queued.append)
+    context_id = context_id_of(list_documents(clinician_client))
+
+    first = preview(clinician_client, context_id, BMP)
+    second = preview(clinician_client, context_id, BMP)
+
+    assert first[0] == second[0] == 200 and 'hx-trigger="every 1s"' in second[1]
+    row = ConvertedDocument.objects.get()
+    assert queued == [row.pk]
+
+
 def test_a_failed_preview_shows_its_trace_id_and_try_again_makes_a_new_one(
     gp: RecordingSandbox, clinician_client: Client, worker: None
 ) -> None:
@@ -675,6 +708,38 @@ def test_batch_print_merges_three_letters_behind_a_cover_sheet_that_also_lists_t
     assert all(str(job.token) in e.detail for e in events.values())
 
 
+def test_a_receptionists_batch_of_letters_is_printed_and_audited_as_theirs(
+    gp: RecordingSandbox, receptionist: Any, worker: None
+) -> None:
+    client = Client()
+    client.force_login(receptionist)
+    context_id = context_id_of(list_documents(client))
+    chosen = [PDF, PHYSIO_LETTER]
+    keys = [url("document", context_id, d).rstrip("/").rsplit("/", 1)[1] for d in chosen]
+
+    response = client.post(
+        reverse("viewer:batch_print", kwargs={"context_id": context_id}), {"document": keys}
+    )
+    job = wait_for_print()
+    ready = client.get(response["Location"]).content.decode()
+    pdf = body_of(
+        client.get(
+            reverse("viewer:print_pdf", kwargs={"context_id": context_id, "token": job.token})
+        )
+    )
+
+    assert response.status_code == 302 and job.state == ConversionState.READY
+    assert job.user == receptionist and not job.not_printed
+    texts = pdf_text(pdf)
+    assert len(texts) == job.pages == 1 + 4 + 2  # the cover, then both letters
+    assert "2 documents asked for; 2 printed, 0 not printed" in texts[0]
+    assert all("Receptionist" in text for text in texts)  # printed by, with their role
+    assert f"Ready to print: {job.pages} pages" in ready and "Not included" not in ready
+    events = AuditEvent.objects.filter(action="batch_print")
+    assert sorted(e.document_id for e in events) == sorted(chosen)
+    assert {(e.username, e.outcome) for e in events} == {("receptionist", "success")}
+
+
 def test_batch_print_with_nothing_chosen_says_what_to_do(
     gp: RecordingSandbox, clinician_client: Client
 ) -> None:
@@ -700,6 +765,28 @@ def test_a_receptionist_cannot_batch_print_a_document_that_is_not_a_letter(
     assert response.status_code == 404
     assert not PrintJob.objects.exists()
     assert AuditEvent.objects.filter(action="access_denied", document_id=key).exists()
+
+
+def test_the_html_print_says_how_many_pages_it_has_and_every_page_agrees(
+    gp: RecordingSandbox, clinician_client: Client, worker: None
+) -> None:
+    context_id = context_id_of(list_documents(clinician_client))
+    page_url = clinician_client.post(url("document_print", context_id, HTML))["Location"]
+    job = wait_for_print()
+    ready = clinician_client.get(page_url).content.decode()
+    pdf = body_of(
+        clinician_client.get(
+            reverse("viewer:print_pdf", kwargs={"context_id": context_id, "token": job.token})
+        )
+    )
+
+    texts = pdf_text(pdf)
+    assert job.state == ConversionState.READY and job.pages == len(texts) >= 1
+    assert f"Ready to print: {job.pages} page" in ready
+    for number, text in enumerate(texts, start=1):
+        assert f"Page {number} of {job.pages}" in text
+    assert "Electronic discharge summary" in " ".join(texts)
+    assert "SCRIPT EXECUTED" not in " ".join(texts)
 
 
 def test_another_users_print_is_a_404(
@@ -927,6 +1014,33 @@ def test_signing_out_purges_the_sessions_previews_and_prints(
 
     assert not ConvertedDocument.objects.exists() and not PrintJob.objects.exists()
     assert stored_files(blobs) == []
+
+
+def test_previews_and_prints_of_a_session_that_ended_without_signing_out_are_purged(
+    gp: RecordingSandbox, clinician_client: Client, worker: None, blobs: Path
+) -> None:
+    from importlib import import_module
+
+    from django.conf import settings
+
+    _make_preview_and_print(clinician_client)
+    other = Client()
+    other.force_login(make_user("another-clinician", "Clinician"))
+    preview(other, context_id_of(list_documents(other)), BMP)
+    deadline = time.monotonic() + 60
+    while (kept := ConvertedDocument.objects.get(user__username="another-clinician")).pending:
+        assert time.monotonic() < deadline, "the other session's preview never finished"
+        time.sleep(0.1)
+    # The session ends (it expired, or was cleared) while its previews have time to run.
+    key = clinician_client.session.session_key
+    import_module(settings.SESSION_ENGINE).SessionStore(key).delete(key)
+
+    assert purge_converted_documents.delay().get(timeout=30) == 2
+
+    assert list(ConvertedDocument.objects.all()) == [kept] and not PrintJob.objects.exists()
+    assert sorted(path.name for path in stored_files(blobs)) == sorted(
+        Path(name).name for name in kept.blob_names
+    )  # only the other session's pages are left
 
 
 def test_expired_previews_and_prints_are_purged_by_the_beat_task(
