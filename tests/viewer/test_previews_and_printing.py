@@ -1055,3 +1055,25 @@ def test_expired_previews_and_prints_are_purged_by_the_beat_task(
 
     assert purge_converted_documents.delay().get(timeout=30) == 2
     assert stored_files(blobs) == []
+
+
+def test_a_large_scan_goes_into_the_print_pdf_at_no_more_than_300_dpi_of_the_page() -> None:
+    from PIL import Image
+
+    from viewer.services.printing import A4, MARGIN, image_pdf
+
+    scan = io.BytesIO()
+    Image.new("L", (6000, 8000), 200).save(scan, "PNG")  # 48 MP: an A4 page at about 730 dpi
+    small = io.BytesIO()
+    Image.new("RGB", (800, 600), "white").save(small, "PNG")
+
+    reader = PdfReader(io.BytesIO(image_pdf([scan.getvalue(), small.getvalue()])))
+
+    big = reader.pages[0].images[0].image
+    assert big is not None
+    most = ((A4[0] - 2 * MARGIN) / 72 * 300, (A4[1] - 2 * MARGIN) / 72 * 300)
+    assert big.width <= most[0] + 1 and big.height <= most[1] + 1
+    assert big.width >= most[0] * 0.95 or big.height >= most[1] * 0.95  # not smaller than that
+    assert big.width / big.height == pytest.approx(6000 / 8000, rel=0.01)
+    # A page already at print resolution or less goes in as it is.
+    assert reader.pages[1].images[0].image.size == (800, 600)  # type: ignore[union-attr]

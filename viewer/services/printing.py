@@ -90,6 +90,10 @@ _IMAGE_TYPES |= {t for t, kind in CONVERSIONS.items() if kind == "pages"}
 _TEXT_TYPES = {"text/plain", "application/xml", "text/xml"}
 # A text document longer than this is not set in type (about 200 pages).
 MAX_TEXT_CHARACTERS = 500_000
+# Images go into the print PDF at no more than this many dots per inch of the space they
+# fill on the page: paper shows no more, and a scan at full size would swell the PDF (and
+# the memory of the worker that builds, stamps and merges it) many times over.
+PRINT_DPI = 300
 
 
 def print_kind(content_type: str) -> str:
@@ -190,8 +194,23 @@ def document_pdf(data: bytes, content_type: str) -> bytes:
     raise ConversionFailed(cannot_print_reason(base))
 
 
+def _at_print_resolution(png: bytes, width: float, height: float) -> bytes:
+    """Return the PNG page downsampled to PRINT_DPI at `width` × `height` points (or as it
+    is, when it has no more pixels than that)."""
+    limit = (max(1, round(width / 72 * PRINT_DPI)), max(1, round(height / 72 * PRINT_DPI)))
+    with Image.open(io.BytesIO(png)) as image:
+        if image.width <= limit[0] and image.height <= limit[1]:
+            return png
+        frame = image.convert("L") if image.mode in ("1", "P") else image
+        frame.thumbnail(limit, Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        frame.save(out, "PNG")
+    return out.getvalue()
+
+
 def image_pdf(pages: Sequence[bytes]) -> bytes:
-    """Return a PDF with each PNG page fitted to its own A4 page (landscape when wide)."""
+    """Return a PDF with each PNG page fitted to its own A4 page (landscape when wide),
+    downsampled to PRINT_DPI at the size it is printed."""
     pdf = _new_pdf()
     for png in pages:
         with Image.open(io.BytesIO(png)) as image:
@@ -201,7 +220,8 @@ def image_pdf(pages: Sequence[bytes]) -> bytes:
         pdf.add_page(format=(page_w, page_h))
         scale = min((page_w - 2 * MARGIN) / width, (page_h - 2 * MARGIN) / height)
         w, h = width * scale, height * scale
-        pdf.image(io.BytesIO(png), x=(page_w - w) / 2, y=(page_h - h) / 2, w=w, h=h)
+        printed = _at_print_resolution(png, w, h)
+        pdf.image(io.BytesIO(printed), x=(page_w - w) / 2, y=(page_h - h) / 2, w=w, h=h)
     return _output(pdf)
 
 
