@@ -13,9 +13,11 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
+    QueryDict,
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_sameorigin
@@ -157,16 +159,19 @@ def batch_print(request: HttpRequest, context_id: str) -> HttpResponseBase:
     )
     form = BatchPrintForm(request.POST)
     if not form.is_valid():
-        return render(
-            request,
-            "viewer/print_job.html",
-            {
-                "context": context,
-                "banner": PatientBanner.of(context, today=timezone.localdate()),
-                "form_errors": [m for messages in form.errors.values() for m in messages],
-            },
-            status=400,
+        # Back to the documents table as it was (its filters and page), where an error
+        # summary above the table says what to do.
+        chosen = set(request.POST.getlist("document"))
+        query = QueryDict(request.POST.get("query", ""), mutable=True)
+        query["print_error"] = (
+            "none"
+            if not chosen
+            else "too-many"
+            if len(chosen) > int(settings.BATCH_PRINT_MAX_DOCUMENTS)
+            else "invalid"
         )
+        patient_url = reverse("viewer:patient", kwargs={"context_id": context.id})
+        return redirect(f"{patient_url}?{query.urlencode()}#batch-print-errors")
     try:
         job = printing.batch_print_start(
             user=request.user,

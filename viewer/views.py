@@ -3,6 +3,7 @@ from __future__ import annotations
 import unicodedata
 from urllib.parse import quote
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LogoutView
 from django.core.exceptions import PermissionDenied
@@ -92,8 +93,20 @@ def patient(request: HttpRequest, context_id: str) -> HttpResponse:
             "form": form,
             "page": page,
             "error": ErrorPanel.of(error) if error else None,
+            "batch_errors": batch_print_errors(request.GET.get("print_error", "")),
         },
     )
+
+
+def batch_print_errors(code: str) -> list[str]:
+    """What went wrong with a batch print (preview_views.batch_print sends back its code)."""
+    limit = int(settings.BATCH_PRINT_MAX_DOCUMENTS)
+    messages = {
+        "none": "Select at least one document to print.",
+        "too-many": f"Select at most {limit} documents to print together.",
+        "invalid": "Select the documents to print again.",
+    }
+    return [messages[code]] if code in messages else []
 
 
 @require_GET

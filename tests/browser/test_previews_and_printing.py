@@ -225,9 +225,18 @@ def test_batch_print_selects_every_letter_and_prints_them_behind_a_cover_sheet(
     assert letters >= 3
     browsing.assert_sound_page()
 
-    page.get_by_role("button", name="Select all letters").click()
-    assert page.locator("[data-batch-print-count]").inner_text() == f"{letters} selected"
+    # Nothing chosen: the table comes back as it was, with what to do above it.
     page.get_by_role("button", name="Print selected").click()
+    summary = page.locator(".nhsuk-error-summary")
+    assert "Select at least one document to print." in summary.inner_text()
+    assert page.locator(".viewer-documents__filtered").is_visible()
+    browsing.assert_sound_page()
+
+    page.locator("input[form='batch-print'][data-letter]").first.check()
+    assert page.get_by_role("button", name="Print 1 selected").is_visible()
+    page.get_by_role("button", name="Select all letters on this page").click()
+    assert page.locator("[data-batch-print-count]").inner_text() == f"{letters} selected"
+    page.get_by_role("button", name=f"Print {letters} selected").click()
 
     assert page.locator("h1").inner_text() == f"Print {letters} documents"
     page.wait_for_selector("body[data-print-ready='true']", timeout=120_000)

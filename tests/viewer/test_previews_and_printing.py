@@ -740,15 +740,37 @@ def test_a_receptionists_batch_of_letters_is_printed_and_audited_as_theirs(
     assert {(e.username, e.outcome) for e in events} == {("receptionist", "success")}
 
 
-def test_batch_print_with_nothing_chosen_says_what_to_do(
-    gp: RecordingSandbox, clinician_client: Client
+def test_batch_print_with_nothing_or_too_much_chosen_says_so_above_the_table_it_came_from(
+    gp: RecordingSandbox, clinician_client: Client, settings: Any
 ) -> None:
-    context_id = context_id_of(list_documents(clinician_client))
-    response = clinician_client.post(
-        reverse("viewer:batch_print", kwargs={"context_id": context_id})
+    settings.BATCH_PRINT_MAX_DOCUMENTS = 2
+    patient_url = list_documents(clinician_client)
+    context_id = context_id_of(patient_url)
+    keys = [url("document", context_id, d).rstrip("/").rsplit("/", 1)[1] for d in (PDF, TIFF, BMP)]
+    batch = reverse("viewer:batch_print", kwargs={"context_id": context_id})
+    table = clinician_client.get(f"{patient_url}?keyword=letter").content.decode()
+
+    nothing = clinician_client.post(batch, {"query": "keyword=letter"})
+    too_many = clinician_client.post(batch, {"query": "keyword=letter", "document": keys})
+
+    assert 'name="query" value="keyword=letter"' in table
+    assert "Select all letters on this page" in table
+    assert (
+        'data-batch-print-submit data-module="nhsuk-button" data-prevent-double-click="true"'
+        in table
     )
-    assert response.status_code == 400
-    assert "Select at least one document to print." in response.content.decode()
+    for response, message in (
+        (nothing, "Select at least one document to print."),
+        (too_many, "Select at most 2 documents to print together."),
+    ):
+        assert response.status_code == 302
+        location = response["Location"]
+        assert location.startswith(f"{patient_url}?keyword=letter&print_error=")
+        html = clinician_client.get(location).content.decode()
+        summary = html.split('class="nhsuk-error-summary"')[1]
+        assert message in summary.split("</div>")[0]
+        assert html.index("nhsuk-error-summary") < html.index("viewer-documents__table")
+        assert "(filtered: " in html  # the table as it was
     assert not PrintJob.objects.exists()
 
 
