@@ -66,7 +66,13 @@ def _keyset_json() -> str:
     """Return the configured keyset, or the generated one under VAR_DIR (created once)."""
     if settings.PREFETCH_KEYSET:
         return str(settings.PREFETCH_KEYSET)
-    path = Path(settings.PREFETCH_KEYSET_PATH)
+    return _generated_keyset(str(settings.PREFETCH_KEYSET_PATH))
+
+
+@cache
+def _generated_keyset(location: str) -> str:
+    # Read once per process: every prefetched download asks for the primitive.
+    path = Path(location)
     if not path.exists():
         streaming_aead.register()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from tests.viewer.conftest import RecordingSandbox
+from tests.viewer.conftest import RecordingSandbox, make_user
 from tests.viewer.test_document_views import PDF, body_of, context_id_of, url
 from tests.viewer.test_patient_views import open_patient
 from viewer import encrypted_blobs
@@ -168,16 +168,10 @@ def test_another_users_prefetch_status_is_a_404(
 ) -> None:
     context_id = context_id_of(list_documents(clinician_client))
     other = Client()
-    other.force_login(make_other_clinician())
+    other.force_login(make_user("another-clinician", "Clinician"))
     status_url = reverse("viewer:prefetch_status", kwargs={"context_id": context_id})
     key = document_key(context_id, WOUND_PHOTOS)
     assert other.get(status_url, {"key": key}).status_code == 404
-
-
-def make_other_clinician() -> Any:
-    from tests.viewer.conftest import make_user
-
-    return make_user("another-clinician", "Clinician")
 
 
 def test_expired_prefetches_are_purged_with_their_blobs_by_the_beat_task(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from importlib import import_module
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
@@ -1243,7 +1244,7 @@ def document_stream(
         size=document.size,
         chunks=_Closing(
             _relayed(
-                _prepended(first, chunks),
+                prepended(first, chunks),
                 note=note,
                 what=what,
                 source="live from the practice",
@@ -1316,7 +1317,20 @@ def _prefetched_stream(
     )
 
 
-def _prepended(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+def cache_ttl() -> timedelta:
+    """How long a prefetched document, preview or print stays in the encrypted cache."""
+    return timedelta(minutes=int(settings.PREFETCH_TTL_MINUTES))
+
+
+def session_alive(session_key: str) -> bool:
+    """Whether the session is still live (not expired, not deleted), in any session engine."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    store.load()  # an expired or deleted session comes back without its key
+    return store.session_key is not None
+
+
+def prepended(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks again, with the first one (read ahead to check the reply) put back."""
     if first:
         yield first
     yield from rest

@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -40,9 +39,12 @@ from viewer.services import (
     _client,
     _is_letter,
     base_content_type,
+    cache_ttl,
     document_filename,
     document_key,
     max_document_bytes,
+    prepended,
+    session_alive,
     sniffed_content_type,
 )
 
@@ -72,10 +74,6 @@ class PrefetchStatus:
     @property
     def pending(self) -> bool:
         return self.state in PENDING_STATES
-
-
-def _ttl() -> timedelta:
-    return timedelta(minutes=int(settings.PREFETCH_TTL_MINUTES))
 
 
 def _threshold_bytes() -> int:
@@ -143,7 +141,7 @@ def prefetch_requested(
                     filename=document_filename(document),
                     is_letter=_is_letter(document),
                     expected_size=document.size,
-                    expires_at=now + _ttl(),
+                    expires_at=now + cache_ttl(),
                 )
         except IntegrityError:
             continue  # another request made it a moment ago: one prefetch per document
@@ -253,7 +251,7 @@ def run_prefetch(prefetch_id: int, *, final_attempt: bool) -> str:
             content_type = sniffed_content_type(row.content_type, first)
             blob_name, size = encrypted_blobs.write(
                 f"prefetch/{secrets.token_hex(16)}.bin",
-                _prepend(first, chunks),
+                prepended(first, chunks),
                 associated_data=_associated_data(row),
                 progress=progress,
             )
@@ -288,7 +286,7 @@ def run_prefetch(prefetch_id: int, *, final_attempt: bool) -> str:
             bytes_fetched=size,
             content_type=content_type,
             trace_id=trace_id[:64],
-            expires_at=timezone.now() + _ttl(),
+            expires_at=timezone.now() + cache_ttl(),
         )
         if finished:
             _note(row, "success", f"prefetch: {size} bytes stored encrypted", trace_id)
@@ -303,12 +301,6 @@ class _TooLarge(Exception):
     def __init__(self, fetched: int) -> None:
         super().__init__(fetched)
         self.fetched = fetched
-
-
-def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    if first:
-        yield first
-    yield from rest
 
 
 # Serving --------------------------------------------------------------------------------
@@ -376,12 +368,6 @@ def purge_session(session_key: str | None) -> int:
     return purge(PrefetchedDocument.objects.filter(session_key=session_key))
 
 
-def _session_alive(session_key: str) -> bool:
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    store.load()  # an expired or deleted session comes back without its key
-    return store.session_key is not None
-
-
 def purge_stale(now: datetime | None = None) -> int:
     """Purge expired prefetches and those whose session has ended; beat runs this."""
     now = now or timezone.now()
@@ -401,7 +387,7 @@ def purge_stale(now: datetime | None = None) -> int:
                 _note(row, "failure", detail, row.trace_id)
     gone = purge(PrefetchedDocument.objects.filter(expires_at__lte=now))
     sessions = set(PrefetchedDocument.objects.values_list("session_key", flat=True).distinct())
-    ended = [key for key in sessions if not _session_alive(key)]
+    ended = [key for key in sessions if not session_alive(key)]
     if ended:
         gone += purge(PrefetchedDocument.objects.filter(session_key__in=ended))
     return gone

@@ -35,7 +35,6 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from importlib import import_module
 from pathlib import Path
 
 import nh3
@@ -63,8 +62,10 @@ from viewer.services import (
     _document_of,
     _is_letter,
     base_content_type,
+    cache_ttl,
     document_key,
     max_document_bytes,
+    session_alive,
 )
 
 logger = logging.getLogger(__name__)
@@ -477,10 +478,6 @@ class ConversionStatus:
 _DOWNLOAD_ADVICE = re.compile(r"\s*(Download it[^.]*\.|Try again, or download it\.)")
 
 
-def _ttl() -> timedelta:
-    return timedelta(minutes=int(settings.PREFETCH_TTL_MINUTES))
-
-
 def _status(row: ConvertedDocument, title: str, user: UserLike) -> ConversionStatus:
     return ConversionStatus(
         title,
@@ -536,7 +533,7 @@ def conversion_start(
                 content_type=content_type,
                 is_letter=_is_letter(document),
                 kind=kind,
-                expires_at=now + _ttl(),
+                expires_at=now + cache_ttl(),
             )
     except IntegrityError:
         # Another request made it a moment ago: one conversion per document.
@@ -722,7 +719,7 @@ def run_conversion(conversion_id: int) -> str:
             pages=len(names),
             blob_names=names,
             output_type=_OUTPUT_TYPES[row.kind],
-            expires_at=timezone.now() + _ttl(),
+            expires_at=timezone.now() + cache_ttl(),
             updated_at=timezone.now(),
         )
         if finished:
@@ -763,12 +760,6 @@ def purge_session(session_key: str | None) -> int:
     if not session_key:
         return 0
     return purge(ConvertedDocument.objects.filter(session_key=session_key))
-
-
-def session_alive(session_key: str) -> bool:
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    store.load()  # an expired or deleted session comes back without its key
-    return store.session_key is not None
 
 
 def conversion_time_limit() -> int:

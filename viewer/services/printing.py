@@ -51,23 +51,23 @@ from viewer.services import (
     _document_of,
     _user_id,
     base_content_type,
+    cache_ttl,
     document_key,
     max_document_bytes,
     patient_context_get,
+    session_alive,
 )
 from viewer.services.previews import (
     CONVERSIONS,
     QUEUE_PATIENCE,
     ConversionFailed,
     _delete_blobs,
-    _ttl,
     conversion_time_limit,
     document_text,
     fetch_document,
     image_pages,
     office_to_pdf,
     sanitised_html,
-    session_alive,
     stuck_before,
     word_processor_pdf,
 )
@@ -427,7 +427,7 @@ def _create_job(
             "printed": _printed_line(user, now),
         },
         documents=[_entry(context, d) for d in documents],
-        expires_at=now + _ttl(),
+        expires_at=now + cache_ttl(),
     )
     transaction.on_commit(lambda: _enqueue(job.pk))
     return job
@@ -762,7 +762,7 @@ def _build(job: PrintJob, progress: dict[str, int]) -> str:
         blob_name=name,
         pages=pages,
         results=results,
-        expires_at=timezone.now() + _ttl(),
+        expires_at=timezone.now() + cache_ttl(),
         updated_at=timezone.now(),
     )
     if not finished:
