@@ -16,7 +16,7 @@ from gpconnect import GPConnectError
 from tests.viewer.conftest import RecordingSandbox, make_user
 from tests.viewer.test_patient_views import open_patient
 from viewer.models import AuditEvent, PrintJob
-from viewer.services import document_key, document_stream
+from viewer.services import _Relay, document_key, document_stream
 
 pytestmark = pytest.mark.django_db
 
@@ -322,6 +322,49 @@ def test_a_download_abandoned_part_way_releases_the_provider_and_is_audited(
         session=session,
     ).close()
     assert not AuditEvent.objects.filter(action="download", document_id=PDF).exists()
+
+
+def relay_of(chunks: Iterator[bytes], notes: list[tuple[str, ...]]) -> _Relay:
+    return _Relay(
+        chunks,
+        note=lambda *note: notes.append(note),
+        what="download",
+        source="live from the practice",
+        trace_id="trace-1",
+    )
+
+
+def test_a_download_sent_in_full_is_audited_once_after_its_last_chunk_has_gone() -> None:
+    notes: list[tuple[str, ...]] = []
+    relay = relay_of(iter([b"ab", b"c"]), notes)
+    assert b"".join(relay) == b"abc"
+    assert notes == []  # the browser is not kept waiting for the audit row
+    relay.close()  # the server, once the body's terminating chunk is sent
+    relay.close()
+    assert notes == [("success", "3 bytes sent live from the practice", "trace-1")]
+
+
+def test_an_unexpected_error_part_way_fails_the_download_and_is_audited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"abc"
+        raise ValueError("a bug")
+
+    notes: list[tuple[str, ...]] = []
+    relay = relay_of(chunks(), notes)
+    assert next(relay) == b"abc"
+    with pytest.raises(ValueError):
+        next(relay)
+    relay.close()
+    assert notes == [
+        (
+            "failure",
+            "stopped part way after 3 bytes (live from the practice): ValueError: unexpected error",
+            "trace-1",
+        )
+    ]
+    assert "trace ID trace-1" in caplog.text
 
 
 def test_documents_over_the_size_limit_are_explained_and_never_fetched(

@@ -14,7 +14,7 @@ import mimetypes
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -1242,16 +1242,13 @@ def document_stream(
         content_type=served_type,
         filename=document_filename(document, content_type=served_type),
         size=document.size,
-        chunks=_Closing(
-            _relayed(
-                prepended(first, chunks),
-                note=note,
-                what=what,
-                source="live from the practice",
-                trace_id=download.trace_id,
-                finally_close=stack,
-            ),
-            stack,
+        chunks=_Relay(
+            prepended(first, chunks),
+            note=note,
+            what=what,
+            source="live from the practice",
+            trace_id=download.trace_id,
+            resources=stack,
         ),
     )
 
@@ -1307,7 +1304,7 @@ def _prefetched_stream(
         content_type=row.content_type,
         filename=f"{stem or filename}{extension_for(row.content_type)}",
         size=row.bytes_fetched,
-        chunks=_relayed(
+        chunks=_Relay(
             ready.chunks,
             note=note,
             what=what,
@@ -1336,73 +1333,97 @@ def prepended(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _relayed(
-    chunks: Iterator[bytes],
-    *,
-    note: Callable[..., None],
-    what: str,
-    source: str,
-    trace_id: str,
-    finally_close: ExitStack | None = None,
-) -> Generator[bytes, None, None]:
-    """Yield the chunks, auditing the end: sent in full, stopped part way, or abandoned.
+class _Relay(Iterator[bytes]):
+    """A document's chunks on their way to the browser, and the download's audit.
 
-    A failure part way (the practice stops, a blob does not decrypt) is logged and
-    re-raised, so the server aborts the response and the browser sees a failed download.
-    """
-    sent = 0
-    try:
-        for chunk in chunks:
-            sent += len(chunk)
-            yield chunk
-    except (GPConnectError, BlobUnreadable) as error:
-        message = getattr(error, "message", str(error))
-        logger.warning(
-            "Document %s stopped part way (%d bytes sent, %s): %s; trace ID %s",
-            what,
-            sent,
-            source,
-            type(error).__name__,
-            trace_id,
-        )
-        note(
-            "failure",
-            f"stopped part way after {sent} bytes ({source}): {type(error).__name__}: {message}",
-            trace_id,
-        )
-        raise
-    except GeneratorExit:
-        note("failure", f"abandoned by the browser after {sent} bytes ({source})", trace_id)
-        raise
-    else:
-        note("success", f"{sent} bytes sent {source}", trace_id)
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-        if finally_close is not None:
-            finally_close.close()
-
-
-class _Closing(Iterator[bytes]):
-    """Iterate a generator; `close()` also releases the provider's response.
-
-    A generator that was never started runs no `finally` when closed, so the stack that
-    holds the open response is closed here as well.
+    A failure part way (the practice stops, a blob does not decrypt) is logged, audited
+    and re-raised, so the server aborts the response and the browser sees a failed
+    download. Success, and a download the browser abandoned, are audited in `close()`:
+    the server calls it once the body's terminating chunk has gone, so the browser never
+    waits for the audit row. The source's resources (the practice's open response, a
+    blob) are released as soon as the last chunk has been read.
     """
 
-    def __init__(self, generator: Generator[bytes, None, None], stack: ExitStack) -> None:
-        self._generator = generator
-        self._stack = stack
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        *,
+        note: Callable[..., None],
+        what: str,
+        source: str,
+        trace_id: str,
+        resources: ExitStack | None = None,
+    ) -> None:
+        self._chunks = chunks
+        self._note = note
+        self._what = what
+        self._source = source
+        self._trace_id = trace_id
+        self._resources = resources
+        self._sent = 0
+        # "unread" (closed so, the server sent no body: nothing to audit), "sending",
+        # "sent" or "failed", and last "closed".
+        self._state = "unread"
 
     def __next__(self) -> bytes:
-        return next(self._generator)
+        if self._state == "unread":
+            self._state = "sending"
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self._state = "sent"
+            self._release()
+            raise
+        except (GPConnectError, BlobUnreadable) as error:
+            self._fail(error, getattr(error, "message", str(error)))
+            raise
+        except Exception as error:
+            logger.exception("Document %s failed part way", self._what)
+            self._fail(error, "unexpected error")
+            raise
+        self._sent += len(chunk)
+        return chunk
+
+    def _fail(self, error: Exception, message: str) -> None:
+        self._state = "failed"
+        self._release()
+        logger.warning(
+            "Document %s stopped part way (%d bytes sent, %s): %s; trace ID %s",
+            self._what,
+            self._sent,
+            self._source,
+            type(error).__name__,
+            self._trace_id,
+        )
+        self._note(
+            "failure",
+            f"stopped part way after {self._sent} bytes ({self._source}): "
+            f"{type(error).__name__}: {message}",
+            self._trace_id,
+        )
 
     def close(self) -> None:
+        state, self._state = self._state, "closed"
         try:
-            self._generator.close()
+            if state == "sent":
+                self._note("success", f"{self._sent} bytes sent {self._source}", self._trace_id)
+            elif state == "sending":
+                self._note(
+                    "failure",
+                    f"abandoned by the browser after {self._sent} bytes ({self._source})",
+                    self._trace_id,
+                )
         finally:
-            self._stack.close()
+            self._release()
+
+    def _release(self) -> None:
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._resources is not None:
+                self._resources.close()
 
 
 def prefetch_statuses(
