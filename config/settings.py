@@ -334,7 +334,8 @@ LOGOUT_REDIRECT_URL = "viewer:home"
 # django-axes checks for a lock-out before the password is checked at all.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, loading the user's profile with the user (viewer/roles.py).
+    "viewer.roles.ProfileBackend",
 ]
 # Lock the username, not the address: a whole practice signs in from one NAT address,
 # so five typos anywhere in it would lock everyone out. axes.W006 warns about exactly that.

@@ -20,9 +20,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from gpconnect import nhs_number as nhs
-from viewer.models import AuditAction, AuditEvent, AuditOutcome, UserProfile
+from viewer.models import AuditAction, AuditEvent, AuditOutcome
 from viewer.request_id import current_request_id
-from viewer.roles import AnyUser, role_of
+from viewer.roles import AnyUser, profile_of, role_of
 
 # The only actions a row may record without a signed-in user.
 ANONYMOUS_ACTIONS = frozenset({AuditAction.SIGN_IN_FAILED})
@@ -87,7 +87,7 @@ def record(
 
 
 def _organisation_of(user: User) -> str:
-    profile = UserProfile.objects.filter(user=user).only("organisation_ods_code").first()
+    profile = profile_of(user)
     return profile.organisation_ods_code if profile else ""
 
 

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, cast
 
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -133,10 +134,9 @@ def requesting_user(user: AnyUser) -> RequestingUser:
     """
     if not isinstance(user, User):
         raise ProfileMissing("Only a signed-in user can make GP Connect requests")
-    try:
-        profile = UserProfile.objects.get(user=user)
-    except UserProfile.DoesNotExist:
-        raise ProfileMissing(f"User {user.get_username()!r} has no profile") from None
+    profile = profile_of(user)
+    if profile is None:
+        raise ProfileMissing(f"User {user.get_username()!r} has no profile")
     return RequestingUser(
         local_user_id=str(profile.local_id),
         family_name=profile.family_name,
@@ -145,6 +145,30 @@ def requesting_user(user: AnyUser) -> RequestingUser:
         sds_user_id=profile.sds_user_id or "UNK",
         sds_role_profile_id=profile.sds_role_profile_id or "UNK",
     )
+
+
+def profile_of(user: User) -> UserProfile | None:
+    """Return the user's profile, or None.
+
+    Django keeps it on the user object, which lives for one request (or one task), and
+    `ProfileBackend` loads it with the user: a request to a practice needs it for the JWT
+    and each audit row for the organisation, and each would otherwise be a query.
+    """
+    try:
+        return user.profile
+    except UserProfile.DoesNotExist:
+        return None
+
+
+class ProfileBackend(ModelBackend):
+    """Django's own sign-in backend, loading a signed-in user's profile with them."""
+
+    def get_user(self, user_id: Any) -> User | None:
+        try:
+            user = User._default_manager.select_related("profile").get(pk=user_id)
+        except User.DoesNotExist:
+            return None
+        return user if self.user_can_authenticate(user) else None
 
 
 def navigation(request: HttpRequest) -> dict[str, bool]:
