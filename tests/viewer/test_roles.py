@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import AnonymousUser, Group, User
@@ -11,10 +12,12 @@ from viewer.roles import (
     AUDITOR,
     CLINICIAN,
     RECEPTIONIST,
+    ProfileBackend,
     ProfileMissing,
     can,
     grant_role,
     letters_only,
+    profile_of,
     requesting_user,
     role_of,
     roles_that_can,
@@ -137,3 +140,23 @@ def test_the_profile_id_stays_the_same_when_the_profile_is_edited() -> None:
     profile.save()
     assert requesting_user(user).local_user_id == before
     assert not AuditEvent.objects.exists()
+
+
+def test_a_signed_in_users_profile_comes_with_them_in_one_query(
+    django_assert_num_queries: Any,
+) -> None:
+    user = make_user("one.query", CLINICIAN)
+    UserProfile.objects.create(user=user, family_name="Quick", organisation_ods_code="A1")
+    with django_assert_num_queries(1):
+        signed_in = ProfileBackend().get_user(user.pk)
+        assert signed_in is not None
+        assert requesting_user(signed_in).family_name == "Quick"
+        assert profile_of(signed_in) is not None
+
+
+def test_an_inactive_user_is_not_signed_in_by_the_backend() -> None:
+    user = make_user("gone", CLINICIAN)
+    user.is_active = False
+    user.save()
+    assert ProfileBackend().get_user(user.pk) is None
+    assert ProfileBackend().get_user(999_999) is None
