@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from axes.utils import reset as axes_reset
+from django.conf import settings as django_settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
@@ -17,7 +18,7 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from viewer.middleware import SIGNED_IN_AT
+from viewer.middleware import REFRESHED_AT, SIGNED_IN_AT
 from viewer.models import AuditEvent, UserProfile
 from viewer.roles import AUDITOR, CLINICIAN, RECEPTIONIST, grant_role, requesting_user, role_of
 
@@ -99,16 +100,35 @@ def test_an_idle_session_expires_after_the_idle_time_out(client: Client, auditor
     assert response["Location"].startswith(reverse("login"))
 
 
-def test_each_request_moves_the_idle_time_out_on(
+def test_a_request_a_minute_after_the_last_moves_the_idle_time_out_on(
     client: Client, auditor: User, settings: Any
 ) -> None:
     sign_in(client)
+    session = client.session
+    session[REFRESHED_AT] = time.time() - settings.SESSION_REFRESH_SECONDS - 1
+    session.save()
     soon = timezone.now() + dt.timedelta(minutes=1)
     Session.objects.update(expire_date=soon)
     assert client.get(reverse("viewer:audit")).status_code == 200
     expiry = Session.objects.get().expire_date
     assert expiry > soon
     assert expiry <= timezone.now() + dt.timedelta(seconds=settings.SESSION_COOKIE_AGE)
+
+
+def test_requests_within_a_minute_of_the_last_refresh_write_nothing(
+    client: Client, auditor: User
+) -> None:
+    sign_in(client)
+    soon = timezone.now() + dt.timedelta(minutes=1)
+    Session.objects.update(expire_date=soon)
+    assert client.get(reverse("viewer:audit")).status_code == 200
+    assert Session.objects.get().expire_date == soon
+
+
+def test_a_stale_session_cookie_does_not_start_a_session(client: Client) -> None:
+    client.cookies[django_settings.SESSION_COOKIE_NAME] = "no-such-session-key"
+    assert client.get(reverse("login")).status_code == 200
+    assert not Session.objects.exists()
 
 
 def test_a_session_older_than_the_absolute_time_out_is_signed_out(
