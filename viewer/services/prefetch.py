@@ -324,18 +324,16 @@ def open_ready(
     """
     if not isinstance(user, User) or not session_key:
         return None
-    row = (
-        PrefetchedDocument.objects.filter(
-            user=user,
-            context_id=context.id,
-            document_key=key,
-            session_key=session_key,
-            state=PrefetchState.READY,
-            expires_at__gt=timezone.now(),
-        )
-        .select_related(None)
-        .first()
-    )
+    # At most one row (a unique constraint), so no ordering to ask for, as first() would.
+    rows = PrefetchedDocument.objects.filter(
+        user=user,
+        context_id=context.id,
+        document_key=key,
+        session_key=session_key,
+        state=PrefetchState.READY,
+        expires_at__gt=timezone.now(),
+    )[:1]
+    row = next(iter(rows), None)
     if row is None:
         return None
     try:
