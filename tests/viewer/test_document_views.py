@@ -16,7 +16,7 @@ from gpconnect import GPConnectError
 from tests.viewer.conftest import RecordingSandbox, make_user
 from tests.viewer.test_patient_views import open_patient
 from viewer.models import AuditEvent, PrintJob
-from viewer.services import _Relay, document_key, document_stream
+from viewer.services import _Relay, coalesced, document_key, document_stream
 
 pytestmark = pytest.mark.django_db
 
@@ -342,6 +342,13 @@ def test_a_download_sent_in_full_is_audited_once_after_its_last_chunk_has_gone()
     relay.close()  # the server, once the body's terminating chunk is sent
     relay.close()
     assert notes == [("success", "3 bytes sent live from the practice", "trace-1")]
+
+
+def test_a_download_is_written_in_pieces_of_192_kib_and_nothing_is_held_back() -> None:
+    pieces = [bytes([i]) * 48 * 1024 for i in range(9)] + [b"end"]
+    written = list(coalesced(iter(pieces)))
+    assert b"".join(written) == b"".join(pieces)
+    assert [len(piece) for piece in written] == [192 * 1024, 192 * 1024, 48 * 1024 + 3]
 
 
 def test_an_unexpected_error_part_way_fails_the_download_and_is_audited(
