@@ -106,6 +106,9 @@ def slots(request: HttpRequest, patient_id: str) -> HttpResponse:
     )
 
 
+REGISTRATION_UNCONFIRMED = "Confirm that you have checked these details with the patient"
+
+
 def _booking_page(
     request: HttpRequest,
     patient: service.BookingPatient,
@@ -131,6 +134,9 @@ def _booking_page(
         # A new token for each form shown: a failed attempt's token is spent.
         typed = form.cleaned_data if form is not None else {}
         form = BookingForm(initial={**typed, **_choice_data(choice), "token": option.token})
+    # Booking without ticking the confirmation is the receptionist's to put right on this
+    # form: an error on the checkbox, not a panel about the practice.
+    unconfirmed = isinstance(error, service.RegistrationNeeded)
     return render(
         request,
         "appointments/book.html",
@@ -139,9 +145,9 @@ def _booking_page(
             "header": patient.header(),
             "option": option,
             "form": form,
-            "error": service.error_panel(error) if error else None,
-            "needs_registration": not option.registered
-            or isinstance(error, service.RegistrationNeeded),
+            "error": service.error_panel(error) if error and not unconfirmed else None,
+            "registration_error": REGISTRATION_UNCONFIRMED if unconfirmed else "",
+            "needs_registration": not option.registered or unconfirmed,
         },
     )
 

@@ -142,7 +142,14 @@ def test_a_patient_unknown_at_the_practice_is_registered_only_after_confirming_p
 
     refused = post_booking(desk, patient_id, "A20047", slot, token)
     assert refused.status_code == 200
-    assert "Confirm the patient" in refused.content.decode()
+    page = refused.content.decode()
+    assert "<title>Error: " in page
+    assert (
+        '<a href="#id_confirm_registration">Confirm that you have checked these details '
+        "with the patient</a>" in page
+    )
+    assert 'aria-describedby="id_confirm_registration-error"' in page
+    assert "nhsuk-form-group--error" in page
     assert appointments_gp.bookings_posted() == 0
     new_token = re.search(r'name="token" value="([0-9a-f-]{36})"', refused.content.decode())
     assert new_token and new_token.group(1) != token
