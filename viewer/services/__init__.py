@@ -1068,14 +1068,24 @@ def _documents_endpoint(context: PatientContext) -> ProviderEndpoint:
 def _document_of(
     *, user: UserLike, context_id: str, document_id: str, session: SessionBase
 ) -> tuple[PatientContext, DocumentSummary]:
+    """Return the context and the document only if both are this user's; otherwise 404."""
+    context = patient_context_get(user=user, context_id=context_id, session=session)
+    return context, _document_in(
+        user=user, context=context, document_id=document_id, session=session
+    )
+
+
+def _document_in(
+    *, user: UserLike, context: PatientContext, document_id: str, session: SessionBase
+) -> DocumentSummary:
     """Return the document only if it is in this user's patient context; otherwise 404.
 
     `document_id` is the opaque id from the URL (`document_key`), not the provider's.
+    `context` must come from `patient_context_get`.
 
     The list is the context's unfiltered one (cached for sorting and paging); a document
     not in it, or one a receptionist may not see, is audited as "access_denied".
     """
-    context = patient_context_get(user=user, context_id=context_id, session=session)
     search, _ = _search(user, context, None, None, "", session)
     document = next(
         (d for d in search.documents if document_key(context.id, d.id) == document_id), None
@@ -1105,7 +1115,7 @@ def _document_of(
             detail="document not in this patient context's list for this user",
         )
         raise Http404("No such document for this patient")
-    return context, document
+    return document
 
 
 def document_get(
@@ -1171,14 +1181,13 @@ def document_stream(
     """
     from viewer.services import prefetch  # it imports this module
 
+    context = patient_context_get(user=user, context_id=context_id, session=session)
     prefetched = _prefetched_stream(
-        prefetch, user=user, context_id=context_id, key=document_id, session=session, inline=inline
+        prefetch, user=user, context=context, key=document_id, session=session, inline=inline
     )
     if prefetched is not None:
         return prefetched
-    context, document = _document_of(
-        user=user, context_id=context_id, document_id=document_id, session=session
-    )
+    document = _document_in(user=user, context=context, document_id=document_id, session=session)
     action = "view" if inline else "download"
     what = "preview" if inline else "download"
     # The last audit row is written as the body finishes streaming, after the request's
@@ -1257,7 +1266,7 @@ def _prefetched_stream(
     prefetch: ModuleType,
     *,
     user: UserLike,
-    context_id: str,
+    context: PatientContext,
     key: str,
     session: SessionBase,
     inline: bool,
@@ -1269,7 +1278,6 @@ def _prefetched_stream(
     (not prefetched, not ready, not allowed) returns None and takes the normal path, which
     refuses and audits properly.
     """
-    context = patient_context_get(user=user, context_id=context_id, session=session)
     ready = prefetch.open_ready(
         user=user, context=context, key=key, session_key=session.session_key or ""
     )

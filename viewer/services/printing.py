@@ -48,6 +48,7 @@ from viewer.services import (
     PLACEHOLDER_MESSAGE,
     UserLike,
     _display_name,
+    _document_in,
     _document_of,
     _user_id,
     base_content_type,
@@ -519,8 +520,7 @@ def batch_print_start(
     if len(wanted) > int(settings.BATCH_PRINT_MAX_DOCUMENTS):
         raise BatchTooLarge
     documents = [
-        _document_of(user=user, context_id=context.id, document_id=key, session=session)[1]
-        for key in wanted
+        _document_in(user=user, context=context, document_id=key, session=session) for key in wanted
     ]
     return _create_job(user=user, context=context, documents=documents, batch=True, session=session)
 
