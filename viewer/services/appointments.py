@@ -647,7 +647,41 @@ def slots_search(
 
     jobs = [(p.ods_code, search(w)) for p in chosen for w in slot_windows(start, end)]
     outcomes = _in_parallel(user, session, jobs)
+    by_practice, failures = _slots_by_practice(chosen, outcomes)
+    for practice in chosen:
+        _audit_slot_search(
+            user, patient, practice.ods_code, (start, end), outcomes, by_practice, failures
+        )
 
+    future = {ods: _future(slots) for ods, slots in by_practice.items() if ods not in failures}
+    day_groups, shown = _day_groups(chosen, future, filters)
+    return SlotSearch(
+        start=start,
+        end=end,
+        days=day_groups,
+        shown=shown,
+        found=sum(len(s) for s in future.values()),
+        failures=[
+            PracticeFailure(p, error_panel(failures[p.ods_code]))
+            for p in chosen
+            if p.ods_code in failures
+        ],
+        role_options=sorted(
+            {
+                s.schedule.practitioner_role.display
+                for slots in future.values()
+                for s in slots
+                if s.schedule.practitioner_role
+            }
+        ),
+        period_label=f"{long_day(start)} to {long_day(end)}",
+    )
+
+
+def _slots_by_practice(
+    chosen: Sequence[FederationPractice], outcomes: Sequence[_Outcome]
+) -> tuple[dict[str, list[Slot]], dict[str, GPConnectError]]:
+    """Each practice's free slots over all its windows, and the first error of any that failed."""
     by_practice: dict[str, list[Slot]] = {p.ods_code: [] for p in chosen}
     failures: dict[str, GPConnectError] = {}
     for outcome in outcomes:
@@ -655,35 +689,43 @@ def slots_search(
             failures.setdefault(outcome.ods_code, outcome.result)
         else:
             by_practice[outcome.ods_code] += outcome.result.slots
-    for practice in chosen:
-        ods = practice.ods_code
-        traces = [t for o in outcomes if o.ods_code == ods for t in o.trace_ids]
-        error = failures.get(ods)
-        audit.record(
-            user=user,
-            action="search_slots",
-            outcome="failure" if error else "success",
-            nhs_number=patient.nhs_number,
-            context_id=patient.id,
-            trace_id=(error.trace_id or "") if error else (traces[-1] if traces else ""),
-            detail=f"{ods} {start.isoformat()} to {end.isoformat()}: "
-            + (
-                f"{type(error).__name__}: {error.message}"
-                if error
-                else f"{len(by_practice[ods])} free slots"
-            )
-            + (f"; trace IDs: {', '.join(traces)}" if len(traces) > 1 else ""),
-        )
+    return by_practice, failures
 
-    future = {ods: _future(slots) for ods, slots in by_practice.items() if ods not in failures}
-    roles_found = sorted(
-        {
-            s.schedule.practitioner_role.display
-            for slots in future.values()
-            for s in slots
-            if s.schedule.practitioner_role
-        }
+
+def _audit_slot_search(
+    user: UserLike,
+    patient: BookingPatient,
+    ods: str,
+    period: tuple[date, date],
+    outcomes: Sequence[_Outcome],
+    by_practice: Mapping[str, list[Slot]],
+    failures: Mapping[str, GPConnectError],
+) -> None:
+    traces = [t for o in outcomes if o.ods_code == ods for t in o.trace_ids]
+    error = failures.get(ods)
+    result = (
+        f"{type(error).__name__}: {error.message}"
+        if error
+        else f"{len(by_practice[ods])} free slots"
     )
+    audit.record(
+        user=user,
+        action="search_slots",
+        outcome="failure" if error else "success",
+        nhs_number=patient.nhs_number,
+        context_id=patient.id,
+        trace_id=(error.trace_id or "") if error else (traces[-1] if traces else ""),
+        detail=f"{ods} {period[0].isoformat()} to {period[1].isoformat()}: {result}"
+        + (f"; trace IDs: {', '.join(traces)}" if len(traces) > 1 else ""),
+    )
+
+
+def _day_groups(
+    chosen: Sequence[FederationPractice],
+    future: Mapping[str, list[Slot]],
+    filters: SlotFilters,
+) -> tuple[list[DayGroup], int]:
+    """The slots that pass the filters, by day and then practice; and how many there are."""
     groups: dict[date, dict[str, list[SlotRow]]] = {}
     shown = 0
     for practice in chosen:
@@ -711,20 +753,7 @@ def slots_search(
         )
         for day in sorted(groups)
     ]
-    return SlotSearch(
-        start=start,
-        end=end,
-        days=day_groups,
-        shown=shown,
-        found=sum(len(s) for s in future.values()),
-        failures=[
-            PracticeFailure(p, error_panel(failures[p.ods_code]))
-            for p in chosen
-            if p.ods_code in failures
-        ],
-        role_options=roles_found,
-        period_label=f"{long_day(start)} to {long_day(end)}",
-    )
+    return day_groups, shown
 
 
 def _alternatives(
