@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -334,14 +335,25 @@ def relay_of(chunks: Iterator[bytes], notes: list[tuple[str, ...]]) -> _Relay:
     )
 
 
-def test_a_download_sent_in_full_is_audited_once_after_its_last_chunk_has_gone() -> None:
+def test_a_download_sent_in_full_is_audited_once_before_the_server_ends_the_body() -> None:
     notes: list[tuple[str, ...]] = []
     relay = relay_of(iter([b"ab", b"c"]), notes)
     assert b"".join(relay) == b"abc"
-    assert notes == []  # the browser is not kept waiting for the audit row
-    relay.close()  # the server, once the body's terminating chunk is sent
-    relay.close()
+    # Audited before the terminating chunk: a failed audit fails the download.
     assert notes == [("success", "3 bytes sent live from the practice", "trace-1")]
+    relay.close()
+    relay.close()
+    assert len(notes) == 1
+
+
+def test_a_download_whose_audit_row_cannot_be_written_fails_instead_of_completing() -> None:
+    def note(*_: str) -> None:
+        raise RuntimeError("the audit database is unavailable")
+
+    relay = _Relay(iter([b"abc"]), note=note, what="download", source="live", trace_id="trace-1")
+    assert next(relay) == b"abc"
+    with pytest.raises(RuntimeError):
+        next(relay)  # the server aborts the response: no terminating chunk
 
 
 def test_a_download_is_written_in_pieces_of_192_kib_and_nothing_is_held_back() -> None:
@@ -349,6 +361,16 @@ def test_a_download_is_written_in_pieces_of_192_kib_and_nothing_is_held_back() -
     written = list(coalesced(iter(pieces)))
     assert b"".join(written) == b"".join(pieces)
     assert [len(piece) for piece in written] == [192 * 1024, 192 * 1024, 48 * 1024 + 3]
+
+
+def test_a_slow_practices_bytes_are_written_as_they_come_not_held_for_a_full_piece() -> None:
+    def slowly() -> Iterator[bytes]:
+        for piece in (b"a" * 1000, b"b" * 1000, b"c" * 1000):
+            yield piece
+            time.sleep(0.03)
+
+    written = list(coalesced(slowly(), hold_seconds=0.01))
+    assert [len(piece) for piece in written] == [2000, 1000]
 
 
 def test_an_unexpected_error_part_way_fails_the_download_and_is_audited(

@@ -13,6 +13,7 @@ import math
 import mimetypes
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -1342,18 +1343,32 @@ def prepended(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 
 
 # What the server writes at a time: several of the provider's 64 KiB reads (48 KiB once
-# decoded), so the server and the browser each handle a quarter as many chunks.
+# decoded), so the server and the browser each handle a quarter as many chunks. Bytes are
+# never held longer than RELAY_HOLD_SECONDS, so a slow practice's document still moves.
 RELAY_CHUNK_BYTES = 192 * 1024
+RELAY_HOLD_SECONDS = 0.5
 
 
-def coalesced(chunks: Iterator[bytes], size: int = RELAY_CHUNK_BYTES) -> Iterator[bytes]:
-    """The same bytes in pieces of at least `size`, but the last (holding none back)."""
+def coalesced(
+    chunks: Iterator[bytes],
+    size: int = RELAY_CHUNK_BYTES,
+    hold_seconds: float = RELAY_HOLD_SECONDS,
+) -> Iterator[bytes]:
+    """The same bytes in pieces of at least `size`, except the last and any held too long.
+
+    What arrived is written once it reaches `size`, or when the next piece arrives more
+    than `hold_seconds` after the first held one: the gap between writes is then never
+    much more than the provider's own gap between reads.
+    """
     held: list[bytes] = []
     length = 0
+    since = 0.0
     for chunk in chunks:
+        if not held:
+            since = time.monotonic()
         held.append(chunk)
         length += len(chunk)
-        if length >= size:
+        if length >= size or time.monotonic() - since > hold_seconds:
             yield held[0] if len(held) == 1 else b"".join(held)
             held, length = [], 0
     if held:
@@ -1363,12 +1378,14 @@ def coalesced(chunks: Iterator[bytes], size: int = RELAY_CHUNK_BYTES) -> Iterato
 class _Relay(Iterator[bytes]):
     """A document's chunks on their way to the browser, and the download's audit.
 
-    A failure part way (the practice stops, a blob does not decrypt) is logged, audited
-    and re-raised, so the server aborts the response and the browser sees a failed
-    download. Success, and a download the browser abandoned, are audited in `close()`:
-    the server calls it once the body's terminating chunk has gone, so the browser never
-    waits for the audit row. The source's resources (the practice's open response, a
-    blob) are released as soon as the last chunk has been read.
+    The download is audited as sent once its last chunk has been read, before the server
+    writes the body's terminating chunk: if that audit row cannot be written, the response
+    is aborted and the browser sees a failed download, never a document nobody audited.
+    A failure part way (the practice stops, a blob does not decrypt, anything unexpected)
+    is logged, audited and re-raised, so the browser sees a failed download rather than a
+    short file. One the browser abandoned is audited when the server closes it. The
+    source's resources (the practice's open response, a blob) are released as soon as the
+    last chunk has been read, or on failure, or on close.
     """
 
     def __init__(
@@ -1388,53 +1405,61 @@ class _Relay(Iterator[bytes]):
         self._trace_id = trace_id
         self._resources = resources
         self._sent = 0
-        # "unread" (closed so, the server sent no body: nothing to audit), "sending",
-        # "sent" or "failed", and last "closed".
+        # "unread" (closed so, the server sent no body: nothing to audit), "sending", then
+        # "done" (audited as sent in full or as failed) or "closed".
         self._state = "unread"
 
     def __next__(self) -> bytes:
-        if self._state == "unread":
-            self._state = "sending"
+        if self._state == "done":
+            raise StopIteration
+        self._state = "sending"
         try:
             chunk = next(self._chunks)
         except StopIteration:
-            self._state = "sent"
+            self._state = "done"
             self._release()
+            self._note("success", f"{self._sent} bytes sent {self._source}", self._trace_id)
             raise
         except (GPConnectError, BlobUnreadable) as error:
             self._fail(error, getattr(error, "message", str(error)))
+            logger.warning(
+                "Document %s stopped part way (%d bytes sent, %s): %s; trace ID %s",
+                self._what,
+                self._sent,
+                self._source,
+                type(error).__name__,
+                self._trace_id,
+            )
             raise
-        except Exception as error:
-            logger.exception("Document %s failed part way", self._what)
+        except BaseException as error:
             self._fail(error, "unexpected error")
+            logger.exception(
+                "Document %s failed part way (%d bytes sent, %s); trace ID %s",
+                self._what,
+                self._sent,
+                self._source,
+                self._trace_id,
+            )
             raise
         self._sent += len(chunk)
         return chunk
 
-    def _fail(self, error: Exception, message: str) -> None:
-        self._state = "failed"
-        self._release()
-        logger.warning(
-            "Document %s stopped part way (%d bytes sent, %s): %s; trace ID %s",
-            self._what,
-            self._sent,
-            self._source,
-            type(error).__name__,
-            self._trace_id,
-        )
-        self._note(
-            "failure",
-            f"stopped part way after {self._sent} bytes ({self._source}): "
-            f"{type(error).__name__}: {message}",
-            self._trace_id,
-        )
+    def _fail(self, error: BaseException, message: str) -> None:
+        self._state = "done"
+        try:
+            self._release()
+        finally:
+            self._note(
+                "failure",
+                f"stopped part way after {self._sent} bytes ({self._source}): "
+                f"{type(error).__name__}: {message}",
+                self._trace_id,
+            )
 
     def close(self) -> None:
         state, self._state = self._state, "closed"
         try:
-            if state == "sent":
-                self._note("success", f"{self._sent} bytes sent {self._source}", self._trace_id)
-            elif state == "sending":
+            if state == "sending":
                 self._note(
                     "failure",
                     f"abandoned by the browser after {self._sent} bytes ({self._source})",
