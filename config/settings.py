@@ -285,7 +285,7 @@ SESSION_COOKIE_AGE = env_int("SESSION_IDLE_TIMEOUT_MINUTES", 15) * 60
 # The idle time-out: requests push the session's expiry on, at most once a minute
 # (viewer.middleware.IdleTimeoutMiddleware) rather than with a database write per request.
 SESSION_SAVE_EVERY_REQUEST = False
-SESSION_REFRESH_SECONDS = 60
+SESSION_REFRESH_SECONDS = min(60, SESSION_COOKIE_AGE // 10)  # a tenth of a short time-out
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 # However active the user is, sign them out this long after they signed in.
 SESSION_ABSOLUTE_TIMEOUT_HOURS = env_int("SESSION_ABSOLUTE_TIMEOUT_HOURS", 8)

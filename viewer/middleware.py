@@ -36,7 +36,7 @@ def _stamp_sign_in(sender: Any, request: HttpRequest | None, user: User, **kwarg
 
 
 class IdleTimeoutMiddleware:
-    """Move a signed-in session's expiry on, at most once every SESSION_REFRESH_SECONDS.
+    """Move a session's expiry on, at most once every SESSION_REFRESH_SECONDS.
 
     Saving the session on every request (SESSION_SAVE_EVERY_REQUEST) would do the same
     with a database write per request, a document download's included; a minute's
@@ -52,8 +52,8 @@ class IdleTimeoutMiddleware:
         if session.session_key is None:
             return response  # no session cookie
         refreshed_at = session.get(REFRESHED_AT)  # loads it, and drops an unknown key
-        if session.session_key is None or session.is_empty():
-            return response  # an ended session: never bring it back
+        if session.session_key is None:
+            return response  # an ended session (expired, or flushed at sign-out): leave it
         now = time.time()
         if not isinstance(refreshed_at, int | float) or not (
             0 <= now - refreshed_at < settings.SESSION_REFRESH_SECONDS
