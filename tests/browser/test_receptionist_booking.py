@@ -75,6 +75,18 @@ def test_a_receptionist_registers_books_copies_the_summary_and_cancels_in_a_brow
 
     page.fill("#id_description", "Telephone review of medication")
     page.wait_for_selector("text=You have 70 characters remaining")
+    # Not ticking the confirmation is an error on the checkbox, and the form keeps what
+    # was typed; the summary's link takes the receptionist to the box.
+    page.get_by_role("button", name="Book appointment").click()
+    page.wait_for_selector(".nhsuk-error-summary")
+    assert page.title().startswith("Error: ")
+    assert page.input_value("#id_description") == "Telephone review of medication"
+    browsing.assert_sound_page()
+    page.get_by_role(
+        "link", name="Confirm that you have checked these details with the patient"
+    ).click()
+    page.wait_for_function("() => document.activeElement.id === 'id_confirm_registration'")
+    assert appointments_gp.bookings_posted() == 0
     page.check("#id_confirm_registration")
     page.get_by_role("button", name="Book appointment").click()
     page.wait_for_selector("text=Appointment booked")
