@@ -16,6 +16,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.db.models import Case, OuterRef, Subquery, Value, When
 from django.http import HttpRequest, HttpResponseBase
 
 from gpconnect.config import RequestingUser
@@ -161,14 +162,33 @@ def profile_of(user: User) -> UserProfile | None:
 
 
 class ProfileBackend(ModelBackend):
-    """Django's own sign-in backend, loading a signed-in user's profile with them."""
+    """Django's own sign-in backend, loading a signed-in user's profile and role with them.
+
+    One query per request instead of three: the profile is joined, and the role (the
+    first of `ROLES` whose group they are in) comes from a subquery, remembered as
+    `role_of` would remember it.
+    """
 
     def get_user(self, user_id: Any) -> User | None:
+        precedence = Case(*(When(name=role, then=Value(i)) for i, role in enumerate(ROLES)))
+        first_role = (
+            Group.objects.filter(user=OuterRef("pk"), name__in=ROLES)
+            .order_by(precedence)
+            .values("name")[:1]
+        )
         try:
-            user = User._default_manager.select_related("profile").get(pk=user_id)
+            user = (
+                User._default_manager.select_related("profile")
+                .annotate(viewer_role_group=Subquery(first_role))
+                .get(pk=user_id)
+            )
         except User.DoesNotExist:
             return None
-        return user if self.user_can_authenticate(user) else None
+        if not self.user_can_authenticate(user):
+            return None
+        group = getattr(user, "viewer_role_group", None)
+        setattr(user, _ROLE_MEMO, group if group in ROLES else (ADMIN if user.is_staff else None))
+        return user
 
 
 def navigation(request: HttpRequest) -> dict[str, bool]:

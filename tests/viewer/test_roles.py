@@ -142,7 +142,7 @@ def test_the_profile_id_stays_the_same_when_the_profile_is_edited() -> None:
     assert not AuditEvent.objects.exists()
 
 
-def test_a_signed_in_users_profile_comes_with_them_in_one_query(
+def test_a_signed_in_users_profile_and_role_come_with_them_in_one_query(
     django_assert_num_queries: Any,
 ) -> None:
     user = make_user("one.query", CLINICIAN)
@@ -152,6 +152,32 @@ def test_a_signed_in_users_profile_comes_with_them_in_one_query(
         assert signed_in is not None
         assert requesting_user(signed_in).family_name == "Quick"
         assert profile_of(signed_in) is not None
+        assert role_of(signed_in) == CLINICIAN and can(signed_in, "download")
+
+
+def test_the_backend_gives_the_same_role_as_the_groups_say() -> None:
+    both = make_user("both")
+    both.groups.add(*Group.objects.filter(name__in=[RECEPTIONIST, CLINICIAN]))
+    staff = make_user("staff")
+    staff.is_staff = True
+    staff.save()
+    nobody = make_user("nobody")
+    nobody.groups.add(Group.objects.create(name="Unrelated group"))
+    for user in (both, staff, nobody, make_user("desk", RECEPTIONIST)):
+        signed_in = ProfileBackend().get_user(user.pk)
+        assert signed_in is not None
+        assert role_of(signed_in) == role_of(User.objects.get(pk=user.pk))
+    assert role_of(ProfileBackend().get_user(both.pk)) == CLINICIAN  # the first of ROLES
+    assert role_of(ProfileBackend().get_user(staff.pk)) == ADMIN
+    assert role_of(ProfileBackend().get_user(nobody.pk)) is None
+
+
+def test_granting_a_role_to_a_signed_in_user_takes_effect_at_once() -> None:
+    user = make_user("promoted", RECEPTIONIST)
+    signed_in = ProfileBackend().get_user(user.pk)
+    assert signed_in is not None and not can(signed_in, "download")
+    grant_role(signed_in, CLINICIAN)
+    assert can(signed_in, "download")
 
 
 def test_an_inactive_user_is_not_signed_in_by_the_backend() -> None:
