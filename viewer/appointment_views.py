@@ -26,13 +26,10 @@ from viewer.appointment_forms import (
     SlotSearchForm,
 )
 from viewer.forms import NhsNumberForm
+from viewer.http import is_htmx
 from viewer.roles import CLINICIAN, RECEPTIONIST, can, require_role
 from viewer.services import PatientLookupError
 from viewer.services import appointments as service
-
-
-def _is_htmx(request: HttpRequest) -> bool:
-    return bool(getattr(request, "htmx", False))
 
 
 def _patient(request: HttpRequest, patient_id: str) -> service.BookingPatient:
@@ -89,7 +86,7 @@ def slots(request: HttpRequest, patient_id: str) -> HttpResponse:
             days=form.cleaned_data["days"],
             filters=form.filters(),
         )
-    template = "appointments/slots.html#search" if _is_htmx(request) else "appointments/slots.html"
+    template = "appointments/slots.html#search" if is_htmx(request) else "appointments/slots.html"
     previous, following = form.week_links() if search else (None, "")
     return render(
         request,
@@ -236,7 +233,7 @@ def booking(request: HttpRequest, token: UUID) -> HttpResponse:
         user=request.user, booking=booked, session=request.session
     )
     template = (
-        "appointments/booking.html#status" if _is_htmx(request) else "appointments/booking.html"
+        "appointments/booking.html#status" if is_htmx(request) else "appointments/booking.html"
     )
     return render(
         request,

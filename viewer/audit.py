@@ -19,6 +19,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
 
+from gpconnect import GPConnectError
 from gpconnect import nhs_number as nhs
 from viewer.models import AuditAction, AuditEvent, AuditOutcome
 from viewer.request_id import current_request_id
@@ -84,6 +85,11 @@ def record(
         event.user_agent = request.headers.get("User-Agent", "")[:300]
     event.save()
     return event
+
+
+def described(error: GPConnectError) -> str:
+    """How an audit row names a provider's failure: its kind, then what the user was told."""
+    return f"{type(error).__name__}: {error.message}"
 
 
 def _organisation_of(user: User) -> str:

@@ -191,6 +191,12 @@ class Plaintext(Iterator[bytes]):
         self._source.close()
 
 
+def delete_all(names: Iterable[str]) -> None:
+    """Delete each of these blobs, as `delete` does."""
+    for name in names:
+        delete(name)
+
+
 def delete(name: str) -> None:
     """Delete the blob; a blob already gone is not an error."""
     if not name:

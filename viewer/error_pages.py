@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template import loader
 
+from viewer.http import is_htmx
 from viewer.request_id import current_request_id
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ CSRF_PAGE = (
 
 def _respond(request: HttpRequest, status: int, heading: str, lines: list[str]) -> HttpResponse:
     context = {"heading": heading, "lines": lines, "request_id": current_request_id()}
-    if getattr(request, "htmx", False):
+    if is_htmx(request):
         response = render(request, "errors/_htmx.html", context, status=status)
         response["HX-Retarget"] = "#maincontent"
         response["HX-Reswap"] = "afterbegin"
@@ -79,7 +80,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     # No context processors, no session, no database: only the request id.
     html = loader.get_template("500.html").render({"request_id": current_request_id()})
     response = HttpResponse(html, status=500)
-    if getattr(request, "htmx", False):
+    if is_htmx(request):
         response = HttpResponse(
             loader.get_template("errors/_htmx.html").render(
                 {

@@ -1,4 +1,4 @@
-"""Request types for views, so mypy knows what the middleware has attached."""
+"""Request types for views, so mypy knows what the middleware has attached, and htmx checks."""
 
 from __future__ import annotations
 
@@ -12,3 +12,8 @@ class AuthenticatedHtmxRequest(HttpRequest):
 
     user: User
     htmx: HtmxDetails
+
+
+def is_htmx(request: HttpRequest) -> bool:
+    """Whether htmx sent the request (django-htmx's middleware sets `request.htmx`)."""
+    return bool(getattr(request, "htmx", False))

@@ -22,6 +22,7 @@ from django.shortcuts import resolve_url
 from django_htmx.http import HttpResponseClientRedirect
 
 from viewer import audit
+from viewer.http import is_htmx
 from viewer.models import AuditAction, AuditOutcome
 
 SIGNED_IN_AT = "viewer_signed_in_at"
@@ -99,7 +100,7 @@ class HtmxSignInRedirectMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if getattr(request, "htmx", False) and response.status_code in (301, 302):
+        if is_htmx(request) and response.status_code in (301, 302):
             location = response.get("Location", "")
             if location.startswith(resolve_url(settings.LOGIN_URL)):
                 return HttpResponseClientRedirect(location)

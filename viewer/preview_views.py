@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from gpconnect import GPConnectError
 from viewer import services
+from viewer.http import is_htmx
 from viewer.presenters import ErrorPanel, PatientBanner
 from viewer.roles import require_role
 from viewer.services import previews, printing
@@ -53,7 +54,7 @@ def document_preview_retry(
 ) -> HttpResponseBase:
     """Try again: replace a failed conversion with a new one (a form without htmx)."""
     response = _conversion(request, context_id, document_id, previews.conversion_retry)
-    if not getattr(request, "htmx", False):
+    if not is_htmx(request):
         return redirect("viewer:document", context_id=context_id, document_id=document_id)
     return response
 
@@ -75,7 +76,7 @@ def _conversion(
     except GPConnectError as exc:
         values["error"] = ErrorPanel.of(exc)
     except Http404:
-        if not getattr(request, "htmx", False):
+        if not is_htmx(request):
             raise
         # A poll whose patient or session has gone: say so in place, once, and stop; the
         # global htmx error message would be added above the page at every poll.

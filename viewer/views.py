@@ -18,12 +18,9 @@ from django.views.decorators.vary import vary_on_headers
 from gpconnect import GPConnectError, errors
 from viewer import health, services
 from viewer.forms import DocumentFiltersForm, NhsNumberForm
+from viewer.http import is_htmx
 from viewer.presenters import ErrorPanel, PatientBanner
 from viewer.roles import can, require_role
-
-
-def _is_htmx(request: HttpRequest) -> bool:
-    return bool(getattr(request, "htmx", False))
 
 
 @require_http_methods(["GET", "POST"])
@@ -83,7 +80,7 @@ def patient(request: HttpRequest, context_id: str) -> HttpResponse:
             )
         except GPConnectError as exc:
             error = exc
-    template = "viewer/patient.html#documents" if _is_htmx(request) else "viewer/patient.html"
+    template = "viewer/patient.html#documents" if is_htmx(request) else "viewer/patient.html"
     return render(
         request,
         template,

@@ -20,7 +20,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.utils import timezone
 
-from gpconnect import GPConnectClient, Organisation
+from gpconnect import GPConnectClient, Organisation, Schedule, Slot
 from gpconnect.sandbox.catalogue import Faults
 from tests.viewer import appointment_sandbox
 from tests.viewer.appointment_sandbox import (
@@ -1064,3 +1064,37 @@ def test_the_scheduled_check_stops_asking_about_a_booking_still_unknown_a_day_af
 
     assert service.bookings_recheck() == 0
     assert not AuditEvent.objects.filter(action="book").exists()
+
+
+def test_a_slot_can_be_booked_with_the_free_slots_straight_after_it_on_its_schedule() -> None:
+    start = timezone.now() + timedelta(days=1)
+
+    def slot(id: str, minutes: int, schedule: str, channel: str = "In-person") -> Slot:
+        at = start + timedelta(minutes=minutes)
+        return Slot(
+            id=id,
+            start=at,
+            end=at + timedelta(minutes=10),
+            slot_type="General GP Appointment",
+            delivery_channel=channel,
+            schedule=Schedule(id=schedule),
+        )
+
+    free = service._future(
+        [
+            slot("a1", 0, "A"),
+            slot("b1", 0, "B"),
+            slot("b2", 10, "B"),
+            slot("a2", 10, "A"),
+            slot("a3", 20, "A", channel="Telephone"),  # another channel breaks the chain
+            slot("b3", 20, "B"),
+            slot("b4", 30, "B"),
+            slot("a5", 40, "A"),
+        ]
+    )
+    by_id = {s.id: s for s in free}
+
+    assert [s.id for s in service._followers(by_id["a1"], free)] == ["a2"]
+    assert [s.id for s in service._followers(by_id["b1"], free)] == ["b2", "b3", "b4"]
+    assert [s.id for s in service._followers(by_id["b3"], free)] == ["b4"]
+    assert service._followers(by_id["a5"], free) == []

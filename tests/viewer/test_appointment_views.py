@@ -132,6 +132,23 @@ def test_the_same_booking_form_posted_twice_books_once_and_shows_the_same_bookin
     assert Booking.objects.count() == 1
 
 
+def test_a_booking_whose_patient_has_left_the_session_still_shows_their_nhs_number(
+    appointments_gp: AppointmentSandbox, federation: Any, desk: Client
+) -> None:
+    patient_id = patient_id_of(open_patient(desk, "documents"))
+    slot = first_free_slot(appointments_gp, "A20047")
+    _, token = booking_form(desk, patient_id, "A20047", slot)
+    booked = post_booking(desk, patient_id, "A20047", slot, token)
+    session = desk.session
+    session["viewer_appointment_patients"] = {}  # the patient's trace is gone
+    session.save()
+
+    html = desk.get(booked["Location"]).content.decode()
+
+    number = nhs_number_of("documents")
+    assert f"{number[:3]} {number[3:6]} {number[6:]}" in html
+
+
 def test_a_patient_unknown_at_the_practice_is_registered_only_after_confirming_pds_details(
     appointments_gp: AppointmentSandbox, federation: Any, desk: Client
 ) -> None:

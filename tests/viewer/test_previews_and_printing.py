@@ -42,7 +42,7 @@ from tests.viewer.test_document_views import (
 )
 from tests.viewer.test_prefetch import list_documents, sandbox_document
 from viewer.models import AuditEvent, ConversionState, ConvertedDocument, PrintJob
-from viewer.services import previews
+from viewer.services import previews, printing
 from viewer.services.previews import ConversionFailed
 from viewer.tasks import purge_converted_documents
 
@@ -312,6 +312,27 @@ def test_a_receptionist_is_not_told_to_download_what_they_may_not() -> None:
     )
     assert for_clinician.reason == failure
     assert for_receptionist.reason == "This image is too large to convert safely."
+
+
+@pytest.mark.parametrize(
+    ("message", "for_receptionist"),
+    [
+        (
+            "The document converter is not available on this server. Download it to open it.",
+            "The document converter is not available on this server.",
+        ),
+        (previews.TOOK_TOO_LONG, "Preparing the preview took too long and was stopped. Try again."),
+        (
+            printing.cannot_print_reason("audio/x-au"),
+            "This format cannot be printed (Audio).",
+        ),
+    ],
+)
+def test_no_preview_or_print_failure_tells_a_receptionist_to_download(
+    message: str, for_receptionist: str
+) -> None:
+    assert previews.without_download_advice(message) == for_receptionist
+    assert "ownload" not in for_receptionist
 
 
 def test_a_poll_for_a_print_that_has_expired_stops_with_one_message_in_place(
@@ -738,6 +759,29 @@ def test_a_receptionists_batch_of_letters_is_printed_and_audited_as_theirs(
     events = AuditEvent.objects.filter(action="batch_print")
     assert sorted(e.document_id for e in events) == sorted(chosen)
     assert {(e.username, e.outcome) for e in events} == {("receptionist", "success")}
+
+
+def test_a_receptionists_damaged_letter_is_listed_as_not_printed_without_download_advice(
+    gp: RecordingSandbox, receptionist: Any, worker: None
+) -> None:
+    client = Client()
+    client.force_login(receptionist)
+    context_id = context_id_of(list_documents(client))
+    keys = [
+        url("document", context_id, d).rstrip("/").rsplit("/", 1)[1] for d in (PDF, PHYSIO_LETTER)
+    ]
+
+    with served_instead(gp, PHYSIO_LETTER, b"%PDF-1.4 this is not really a PDF"):
+        response = client.post(
+            reverse("viewer:batch_print", kwargs={"context_id": context_id}), {"document": keys}
+        )
+        job = wait_for_print()
+    page = client.get(response["Location"]).content.decode()
+
+    assert job.state == ConversionState.READY and len(job.not_printed) == 1
+    reason = job.not_printed[0][1]["reason"]
+    assert reason == "This PDF could not be read: the file may be damaged."
+    assert reason in page and "ownload" not in reason
 
 
 def test_batch_print_with_nothing_or_too_much_chosen_says_so_above_the_table_it_came_from(

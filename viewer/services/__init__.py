@@ -20,7 +20,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from importlib import import_module
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -601,7 +600,7 @@ def documents_list(
             nhs_number=context.nhs_number,
             context_id=context.id,
             trace_id=error.trace_id or "",
-            detail=f"document list: {type(error).__name__}: {error.message}",
+            detail=f"document list: {audit.described(error)}",
         )
         raise
 
@@ -834,7 +833,7 @@ def linked_documents(
             nhs_number=context.nhs_number,
             context_id=context.id,
             trace_id=error.trace_id or "",
-            detail=f"linked documents: {type(error).__name__}: {error.message}",
+            detail=f"linked documents: {audit.described(error)}",
         )
         raise
     letters_only = roles.letters_only(user)
@@ -1153,13 +1152,6 @@ def document_get(
     )
 
 
-def _display_name(user: UserLike) -> str:
-    """Return "Dr Alex Clinician (username)" from the profile, or the username alone."""
-    who = roles.requesting_user(user)
-    name = " ".join([*who.prefixes, *who.given_names, who.family_name])
-    return f"{name} ({user.get_username()})"
-
-
 def document_stream(
     *,
     user: UserLike,
@@ -1180,33 +1172,15 @@ def document_stream(
     A document prefetched for this user in this session is served from the encrypted
     cache without asking the practice, or even reading the cached list.
     """
-    from viewer.services import prefetch  # it imports this module
-
     context = patient_context_get(user=user, context_id=context_id, session=session)
     prefetched = _prefetched_stream(
-        prefetch, user=user, context=context, key=document_id, session=session, inline=inline
+        user=user, context=context, key=document_id, session=session, inline=inline
     )
     if prefetched is not None:
         return prefetched
     document = _document_in(user=user, context=context, document_id=document_id, session=session)
-    action = "view" if inline else "download"
     what = "preview" if inline else "download"
-    # The last audit row is written as the body finishes streaming, after the request's
-    # middleware has reset its id: keep the id now.
-    request_id = current_request_id() or ""
-
-    def note(outcome: str, detail: str, trace_id: str = "") -> None:
-        audit.record(
-            user=user,
-            action=action,
-            outcome=outcome,
-            nhs_number=context.nhs_number,
-            context_id=context.id,
-            document_id=document.id,
-            trace_id=trace_id,
-            detail=f"{what}: {detail}",
-            request_id=request_id,
-        )
+    note = _stream_audit(user, context, document.id, inline=inline)
 
     content_type = base_content_type(document.content_type)
     if inline and content_type not in PREVIEWABLE_TYPES:
@@ -1241,7 +1215,7 @@ def document_stream(
         first = next(chunks, b"")
     except GPConnectError as error:
         stack.close()
-        note("failure", f"{type(error).__name__}: {error.message}", error.trace_id or "")
+        note("failure", audit.described(error), error.trace_id or "")
         raise
     except BaseException:
         stack.close()
@@ -1263,8 +1237,32 @@ def document_stream(
     )
 
 
+def _stream_audit(
+    user: UserLike, context: PatientContext, document_id: str, *, inline: bool
+) -> Callable[..., None]:
+    """Return `note(outcome, detail, trace_id="")`, which audits this preview or download."""
+    action, what = ("view", "preview") if inline else ("download", "download")
+    # The last audit row is written as the body finishes streaming, after the request's
+    # middleware has reset its id: keep the id now.
+    request_id = current_request_id() or ""
+
+    def note(outcome: str, detail: str, trace_id: str = "") -> None:
+        audit.record(
+            user=user,
+            action=action,
+            outcome=outcome,
+            nhs_number=context.nhs_number,
+            context_id=context.id,
+            document_id=document_id,
+            trace_id=trace_id,
+            detail=f"{what}: {detail}",
+            request_id=request_id,
+        )
+
+    return note
+
+
 def _prefetched_stream(
-    prefetch: ModuleType,
     *,
     user: UserLike,
     context: PatientContext,
@@ -1279,6 +1277,8 @@ def _prefetched_stream(
     (not prefetched, not ready, not allowed) returns None and takes the normal path, which
     refuses and audits properly.
     """
+    from viewer.services import prefetch  # it imports this module
+
     ready = prefetch.open_ready(
         user=user, context=context, key=key, session_key=session.session_key or ""
     )
@@ -1291,22 +1291,6 @@ def _prefetched_stream(
     if not allowed or (roles.letters_only(user) and not row.is_letter):
         ready.chunks.close()
         return None
-    request_id = current_request_id() or ""
-    what = "preview" if inline else "download"
-
-    def note(outcome: str, detail: str, trace_id: str = "") -> None:
-        audit.record(
-            user=user,
-            action="view" if inline else "download",
-            outcome=outcome,
-            nhs_number=context.nhs_number,
-            context_id=context.id,
-            document_id=row.document_id,
-            trace_id=trace_id,
-            detail=f"{what}: {detail}",
-            request_id=request_id,
-        )
-
     filename = row.filename
     stem, _, _ = filename.rpartition(".")
     return DocumentStream(
@@ -1315,8 +1299,8 @@ def _prefetched_stream(
         size=row.bytes_fetched,
         chunks=_Relay(
             ready.chunks,
-            note=note,
-            what=what,
+            note=_stream_audit(user, context, row.document_id, inline=inline),
+            what="preview" if inline else "download",
             source="from the encrypted prefetch cache",
             trace_id=row.trace_id,
         ),

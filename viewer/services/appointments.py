@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from itertools import islice
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -578,10 +580,6 @@ class SlotFilters:
                 return False
         return True
 
-    @property
-    def active(self) -> bool:
-        return any((self.channel, self.role, self.gender, self.time_of_day))
-
 
 @dataclass(frozen=True)
 class PracticeFailure:
@@ -604,15 +602,27 @@ class SlotSearch:
 
 
 def _followers(slot: Slot, ordered: Sequence[Slot]) -> list[Slot]:
-    """Return the free slots that may be booked straight after `slot`, in order (SPEC §3.3)."""
+    """Return the free slots that may be booked straight after `slot`, in order (SPEC §3.3).
+
+    `ordered` is sorted by start, as `_future` returns it: each next slot is found by
+    bisecting to the slots that start as the last one ends, not by reading the whole list
+    (it is asked for every slot shown, so that would grow with the square of the slots).
+    """
     chain: list[Slot] = []
     last = slot
-    for candidate in ordered:
-        if len(chain) >= MAX_TOGETHER - 1:
+    while len(chain) < MAX_TOGETHER - 1:
+        start = bisect_left(ordered, last.end, key=lambda s: s.start)
+        following = None
+        for candidate in islice(ordered, start, None):
+            if candidate.start != last.end:
+                break
+            if candidate.follows(last):
+                following = candidate
+                break
+        if following is None:
             break
-        if candidate.follows(last):
-            chain.append(candidate)
-            last = candidate
+        chain.append(following)
+        last = following
     return chain
 
 
@@ -703,11 +713,7 @@ def _audit_slot_search(
 ) -> None:
     traces = [t for o in outcomes if o.ods_code == ods for t in o.trace_ids]
     error = failures.get(ods)
-    result = (
-        f"{type(error).__name__}: {error.message}"
-        if error
-        else f"{len(by_practice[ods])} free slots"
-    )
+    result = audit.described(error) if error else f"{len(by_practice[ods])} free slots"
     audit.record(
         user=user,
         action="search_slots",
@@ -777,7 +783,7 @@ def _alternatives(
             nhs_number=patient.nhs_number,
             context_id=patient.id,
             trace_id=error.trace_id or "",
-            detail=f"{practice.ods_code} alternatives: {type(error).__name__}: {error.message}",
+            detail=f"{practice.ods_code} alternatives: {audit.described(error)}",
         )
         return [], error
     slots = [s for s in _future(free.slots) if s.id not in exclude]
@@ -901,7 +907,7 @@ def booking_option(
             nhs_number=patient.nhs_number,
             context_id=patient.id,
             trace_id=error.trace_id or "",
-            detail=f"{practice.ods_code} booking form: {type(error).__name__}: {error.message}",
+            detail=f"{practice.ods_code} booking form: {audit.described(error)}",
         )
         raise
     audit.record(
@@ -969,9 +975,10 @@ def _record_booking(
     )
 
 
-# Every change to a booking after it is written goes through `_move`: a conditional UPDATE
-# (`WHERE state IN …`), so the request booking a slot and a check of the same booking (a
-# polling page, a colleague's form, the scheduled check) never overwrite each other.
+# Every change to a booking's state after it is written is a conditional UPDATE (`WHERE
+# state IN …`: `_move`, and the cancellation), so the request booking a slot and a check of
+# the same booking (a polling page, a colleague's form, the scheduled check) never overwrite
+# each other. Taking the lease (`_recheck`) changes no state.
 
 
 def _lease() -> timedelta:
@@ -1144,7 +1151,7 @@ def _register(
         ) from error
     except GPConnectError as error:
         trace_ids.append(error.trace_id or "")
-        note("failure", f"{type(error).__name__}: {error.message}", error.trace_id or "")
+        note("failure", audit.described(error), error.trace_id or "")
         raise
     trace_ids.append(record.trace_id)
     note("success", f"registered temporarily as {record.patient.id}", record.trace_id)
@@ -2019,7 +2026,7 @@ def _change(
         if _refused(error):
             note(
                 "failure",
-                f"not {what}: {type(error).__name__}: {error.message}",
+                f"not {what}: {audit.described(error)}",
                 error.trace_id or "",
             )
             raise
@@ -2121,9 +2128,12 @@ def appointment_cancel(
         made=lambda a: a.cancelled,
         what="cancelled",
     )
+    # Conditional, like `_move`: only a confirmed booking becomes cancelled.
     Booking.objects.filter(
-        practice_ods=practice_ods.strip().upper(), appointment_id=cancelled.id
-    ).update(state=BookingState.CANCELLED)
+        practice_ods=practice_ods.strip().upper(),
+        appointment_id=cancelled.id,
+        state=BookingState.CONFIRMED,
+    ).update(state=BookingState.CANCELLED, updated_at=timezone.now())
     return cancelled
 
 

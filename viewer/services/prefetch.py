@@ -267,9 +267,7 @@ def run_prefetch(prefetch_id: int, *, final_attempt: bool) -> str:
         )
         raise PrefetchRetry(error) from error
     except GPConnectError as error:
-        return _fail(
-            row, f"prefetch: {type(error).__name__}: {error.message}", error.trace_id or trace_id
-        )
+        return _fail(row, f"prefetch: {audit.described(error)}", error.trace_id or trace_id)
     except _TooLarge as error:
         return _fail(row, f"prefetch: over the size limit after {error.fetched} bytes", trace_id)
     except Exception:

@@ -25,14 +25,12 @@ import io
 import itertools
 import logging
 import os
-import re
 import resource
 import secrets
 import signal
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -133,6 +131,19 @@ table{{border-collapse:collapse;margin:1em 0}}th,td{{border:1px solid #999;paddi
 """
 
 
+# How the converters' and the printer's messages end when downloading is the way out. Only
+# these two: `without_download_advice` takes them off for a role that may not download.
+DOWNLOAD_ADVICE = "Download it to open it."
+RETRY_OR_DOWNLOAD = "Try again, or download it."
+
+
+def without_download_advice(message: str) -> str:
+    """The message for someone whose role may not download: no advice to do so."""
+    if message.endswith(RETRY_OR_DOWNLOAD):
+        return message.removesuffix(RETRY_OR_DOWNLOAD) + "Try again."
+    return message.removesuffix(DOWNLOAD_ADVICE).rstrip()
+
+
 class ConversionFailed(Exception):
     """A document could not be converted; `message` says why, for the person reading."""
 
@@ -173,13 +184,13 @@ def image_pages(data: bytes, *, first_only: bool = False) -> list[bytes]:
                     if index >= max_pages:
                         raise ConversionFailed(
                             f"This image has more than {max_pages} pages, too many to show here. "
-                            "Download it to open it."
+                            f"{DOWNLOAD_ADVICE}"
                         )
                     width, height = image.size
                     if width * height > max_pixels:
                         raise ConversionFailed(
                             f"Page {index + 1} of this image is {width} × {height} pixels, too "
-                            "large to convert safely. Download it to open it."
+                            f"large to convert safely. {DOWNLOAD_ADVICE}"
                         )
                     frame: Image.Image = image
                     if image.mode not in ("1", "L", "LA", "RGB", "RGBA"):
@@ -193,7 +204,7 @@ def image_pages(data: bytes, *, first_only: bool = False) -> list[bytes]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ConversionFailed(
-            "This image is too large to convert safely. Download it to open it."
+            f"This image is too large to convert safely. {DOWNLOAD_ADVICE}"
         ) from error
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as error:
         raise ConversionFailed(
@@ -332,8 +343,7 @@ def office_to_pdf(data: bytes, *, suffix: str) -> bytes:
         except OSError as error:
             logger.error("LibreOffice cannot be started (%s): %s", settings.LIBREOFFICE_PATH, error)
             raise ConversionFailed(
-                "The document converter is not available on this server. Download the "
-                "document to open it."
+                f"The document converter is not available on this server. {DOWNLOAD_ADVICE}"
             ) from error
         try:
             output, _ = process.communicate(timeout=timeout)
@@ -342,7 +352,7 @@ def office_to_pdf(data: bytes, *, suffix: str) -> bytes:
             process.communicate()
             raise ConversionFailed(
                 f"Converting this document took longer than {timeout:g} seconds and was "
-                "stopped. Download it to open it."
+                f"stopped. {DOWNLOAD_ADVICE}"
             ) from error
         finally:
             # Also on success, and when the task's time limit interrupts us: nothing of it
@@ -360,7 +370,7 @@ def office_to_pdf(data: bytes, *, suffix: str) -> bytes:
             )
             raise ConversionFailed(
                 "This document could not be converted: the file may be damaged or not the "
-                "format it claims. Download it to open it."
+                f"format it claims. {DOWNLOAD_ADVICE}"
             )
         return pdf.read_bytes()
 
@@ -371,7 +381,7 @@ def word_processor_pdf(data: bytes, *, content_type: str) -> bytes:
     magic, name = _OFFICE_MAGIC[suffix]
     if not data.lstrip(b"\xef\xbb\xbf\r\n\t ").startswith(magic):
         raise ConversionFailed(
-            f"This file is not {name}, though the practice says it is. Download it to open it."
+            f"This file is not {name}, though the practice says it is. {DOWNLOAD_ADVICE}"
         )
     return office_to_pdf(data, suffix=suffix)
 
@@ -469,13 +479,7 @@ class ConversionStatus:
     @property
     def reason(self) -> str:
         """The failure, without advice to download for someone whose role may not."""
-        if self.can_download:
-            return self.failure
-        return _DOWNLOAD_ADVICE.sub("", self.failure).strip()
-
-
-# The converters' messages end with advice to download the document or try again.
-_DOWNLOAD_ADVICE = re.compile(r"\s*(Download it[^.]*\.|Try again, or download it\.)")
+        return self.failure if self.can_download else without_download_advice(self.failure)
 
 
 def _status(row: ConvertedDocument, title: str, user: UserLike) -> ConversionStatus:
@@ -697,16 +701,16 @@ def run_conversion(conversion_id: int) -> str:
             )
             names.append(name)
     except ConversionFailed as error:
-        _delete_blobs(names)
+        encrypted_blobs.delete_all(names)
         return _fail(row, error.message, error.trace_id or trace_id)
     except SoftTimeLimitExceeded:
         # The task's time is up: say so, then let Celery see it.
-        _delete_blobs(names)
+        encrypted_blobs.delete_all(names)
         _fail(row, TOOK_TOO_LONG, trace_id)
         raise
     except Exception:
         # Anything else (a storage or key problem) must not leave the row "converting".
-        _delete_blobs(names)
+        encrypted_blobs.delete_all(names)
         logger.exception("Conversion %s failed unexpectedly; trace ID %s", row.pk, trace_id)
         return _fail(row, "The preview could not be made (an unexpected error).", trace_id)
 
@@ -731,14 +735,11 @@ def run_conversion(conversion_id: int) -> str:
                 trace_id,
             )
     if not finished:
-        _delete_blobs(names)  # purged while it was converting: the blobs must not outlive it
+        encrypted_blobs.delete_all(
+            names
+        )  # purged while it was converting: the blobs must not outlive it
         return "purged"
     return "ready"
-
-
-def _delete_blobs(names: Iterable[str]) -> None:
-    for name in names:
-        encrypted_blobs.delete(name)
 
 
 # Purging ----------------------------------------------------------------------------------
@@ -751,7 +752,7 @@ def purge(rows: QuerySet[ConvertedDocument]) -> int:
         return 0
     ConvertedDocument.objects.filter(pk__in=[pk for pk, _ in doomed]).delete()
     for _, names in doomed:
-        _delete_blobs(names or [])
+        encrypted_blobs.delete_all(names or [])
     return len(doomed)
 
 
@@ -784,8 +785,8 @@ def stuck_before(now: datetime, soft_limit: int) -> datetime:
 # the page says so and offers to try again, rather than waiting for ever.
 QUEUE_PATIENCE = timedelta(minutes=10)
 
-TOOK_TOO_LONG = "Preparing the preview took too long and was stopped. Try again, or download it."
-STOPPED = "The preview stopped part way (the worker was lost). Try again, or download it."
+TOOK_TOO_LONG = f"Preparing the preview took too long and was stopped. {RETRY_OR_DOWNLOAD}"
+STOPPED = f"The preview stopped part way (the worker was lost). {RETRY_OR_DOWNLOAD}"
 NEVER_STARTED = "The preview never started: the server is busy or its workers are down. Try again."
 
 

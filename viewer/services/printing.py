@@ -47,7 +47,6 @@ from viewer.presenters import PatientBanner, as_date, file_size, format_label, s
 from viewer.services import (
     PLACEHOLDER_MESSAGE,
     UserLike,
-    _display_name,
     _document_in,
     _document_of,
     _user_id,
@@ -60,9 +59,9 @@ from viewer.services import (
 )
 from viewer.services.previews import (
     CONVERSIONS,
+    DOWNLOAD_ADVICE,
     QUEUE_PATIENCE,
     ConversionFailed,
-    _delete_blobs,
     conversion_time_limit,
     document_text,
     fetch_document,
@@ -70,6 +69,7 @@ from viewer.services.previews import (
     office_to_pdf,
     sanitised_html,
     stuck_before,
+    without_download_advice,
     word_processor_pdf,
 )
 
@@ -114,7 +114,7 @@ def print_kind(content_type: str) -> str:
 
 
 def cannot_print_reason(content_type: str) -> str:
-    return f"This format cannot be printed ({format_label(content_type)}). Download it instead."
+    return f"This format cannot be printed ({format_label(content_type)}). {DOWNLOAD_ADVICE}"
 
 
 # Making PDF pages ---------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def read_pdf(data: bytes) -> PdfReader:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise ConversionFailed(
-            "This PDF could not be read: the file may be damaged. Download it to open it."
+            f"This PDF could not be read: the file may be damaged. {DOWNLOAD_ADVICE}"
         ) from error
     except RecursionError as error:
         raise ConversionFailed("This PDF is built in a way that cannot be read safely.") from error
@@ -305,7 +305,7 @@ def stamped(data: bytes, provenance: Provenance) -> tuple[bytes, int]:
         writer.write(out)
     except (PyPdfError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise ConversionFailed(
-            "This PDF could not be read: the file may be damaged. Download it to open it."
+            f"This PDF could not be read: the file may be damaged. {DOWNLOAD_ADVICE}"
         ) from error
     return out.getvalue(), len(pages)
 
@@ -362,6 +362,13 @@ def cover_sheet(job: PrintJob, results: Sequence[dict[str, Any]]) -> bytes:
 
 
 # Asking for a print -------------------------------------------------------------------------
+
+
+def _display_name(user: UserLike) -> str:
+    """Return "Dr Alex Clinician (username)" from the profile, for the print's footer."""
+    who = roles.requesting_user(user)
+    name = " ".join([*who.prefixes, *who.given_names, who.family_name])
+    return f"{name} ({user.get_username()})"
 
 
 def _printed_line(user: UserLike, when: datetime) -> str:
@@ -687,6 +694,7 @@ def _build(job: PrintJob, progress: dict[str, int]) -> str:
     pages = 0
     max_pages = int(settings.BATCH_PRINT_MAX_PAGES)
     deadline = time.monotonic() + print_time_budget()
+    can_download = roles.can(job.user, "download")
     for number, entry in enumerate(job.documents, start=1):
         trace_id = ""
         try:
@@ -703,7 +711,9 @@ def _build(job: PrintJob, progress: dict[str, int]) -> str:
                 )
         except ConversionFailed as error:
             trace_id = error.trace_id or trace_id
-            results.append({"status": "failed", "reason": error.message, "pages": 0})
+            # The reason is shown, and put on the cover sheet, for whoever printed it.
+            reason = error.message if can_download else without_download_advice(error.message)
+            results.append({"status": "failed", "reason": reason, "pages": 0})
             outcome, detail = "failure", f"not printed: {error.message}"
         except SoftTimeLimitExceeded:
             raise
@@ -750,11 +760,11 @@ def _build(job: PrintJob, progress: dict[str, int]) -> str:
             associated_data=_associated_data(job),
         )
     except SoftTimeLimitExceeded:
-        _delete_blobs([name] if name else [])
+        encrypted_blobs.delete(name)
         raise
     except Exception:
         logger.exception("Print %s could not be assembled", job.pk)
-        _delete_blobs([name] if name else [])
+        encrypted_blobs.delete(name)
         _update(job, state=ConversionState.FAILED, failure="The print could not be put together.")
         return "failed"
     finished = PrintJob.objects.filter(pk=job.pk, state=ConversionState.CONVERTING).update(
@@ -766,7 +776,7 @@ def _build(job: PrintJob, progress: dict[str, int]) -> str:
         updated_at=timezone.now(),
     )
     if not finished:
-        _delete_blobs([name])
+        encrypted_blobs.delete(name)
         return "purged"
     return "ready"
 
@@ -780,7 +790,7 @@ def purge(rows: QuerySet[PrintJob]) -> int:
     if not doomed:
         return 0
     PrintJob.objects.filter(pk__in=[pk for pk, _ in doomed]).delete()
-    _delete_blobs(name for _, name in doomed)
+    encrypted_blobs.delete_all(name for _, name in doomed)
     return len(doomed)
 
 
