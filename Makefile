@@ -40,39 +40,39 @@ $(LIBREOFFICE_STAMP): | $(BIN)/python
 	@command -v soffice >/dev/null || (apt-get update && apt-get install -y --no-install-recommends libreoffice-writer-nogui fonts-dejavu-core)
 	touch $@
 
-install: $(PY_STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP) $(LIBREOFFICE_STAMP)  ## Install Python and npm dependencies (fast when up to date)
+install: $(PY_STAMP) $(NODE_STAMP) $(CHROMIUM_STAMP) $(LIBREOFFICE_STAMP)  ## Install everything: Python, npm, Chromium, LibreOffice (fast when up to date)
 
 # The app talks to the sandbox on 127.0.0.1:8001 (the GPCONNECT_* defaults); both stop together.
 demo: export DEMO_MODE = 1
-demo: install  ## Run the app (gunicorn), worker, beat and sandbox together, with no configuration
+demo: $(PY_STAMP) $(NODE_STAMP) $(LIBREOFFICE_STAMP)  ## Run the app (gunicorn), worker, beat and sandbox together, with no configuration
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py demo_users
 	@echo "Starting the sandbox (:8001), the web app under gunicorn (http://127.0.0.1:8000),"
 	@echo "a Celery worker and beat. Ctrl-C stops them all."
-	$(BIN)/honcho --procfile Procfile.demo start
+	$(BIN)/honcho --env /dev/null --procfile Procfile.demo start
 
-sandbox: install  ## Run only the GP Connect provider sandbox on http://127.0.0.1:8001
+sandbox: $(PY_STAMP)  ## Run only the GP Connect provider sandbox on http://127.0.0.1:8001
 	$(BIN)/python -m gpconnect.sandbox --port 8001 --data-dir var/sandbox
 
 # Demo mode unless the environment says otherwise, so it shares `make demo`'s broker under var/.
 worker: export DEMO_MODE ?= 1
-worker: install  ## Run a Celery worker (Redis with REDIS_URL, else the file broker under var/)
+worker: $(PY_STAMP) $(LIBREOFFICE_STAMP)  ## Run a Celery worker (Redis with REDIS_URL, else the file broker under var/)
 	$(BIN)/celery -A config worker --loglevel=INFO
 
 test: install  ## Run the whole test suite
 	$(BIN)/pytest
 
-bench: install  ## Run every benchmark in bench/
+bench: $(PY_STAMP) $(NODE_STAMP)  ## Run every benchmark in bench/
 	@set -e; found=0; for script in bench/*.py; do \
 		[ -e "$$script" ] || continue; found=1; \
 		echo "== $$script"; $(BIN)/python "$$script"; \
 	done; [ $$found = 1 ] || echo "no benchmarks in bench/"
 
-lint: install  ## Check style: ruff lint and ruff format --check
+lint: $(PY_STAMP)  ## Check style: ruff lint and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-fmt: install  ## Fix style: ruff format and ruff check --fix
+fmt: $(PY_STAMP)  ## Fix style: ruff format and ruff check --fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 

@@ -5,7 +5,7 @@ viewer under gunicorn with config/gunicorn.conf.py, each in a process of its own
 port, with all their state in a temporary directory: demo mode (SQLite under VAR_DIR, no
 Redis) but DEBUG off, and GPCONNECT_MAX_DOCUMENT_MB raised so the stress documents are
 fetched. The demo clinician signs in over HTTP, opens each patient by POSTing the NHS number
-to `/` and takes the document's link from the patient page, as a browser would. Two documents:
+to `/` and takes the document's link from the patient page, as a browser would. Three documents:
 
   4.6 MiB  the `documents` patient's wound clinic photographs (4,846,591 bytes): the largest
            the sandbox has under the specification's 5 MB limit (it has none of 5 MB itself)

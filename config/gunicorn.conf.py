@@ -53,8 +53,9 @@ graceful_timeout = 130
 # reuse. Idle kept-alive connections wait in the worker's poller and hold no thread.
 keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 
-# Only the proxy may say a request came over https (with Django's TRUST_X_FORWARDED_PROTO).
-# Never "*" unless nothing but the proxy can reach this port.
+# Only these proxies may say a request came over https: gunicorn then gives Django an https
+# request (wsgi.url_scheme), so leave Django's TRUST_X_FORWARDED_PROTO off, since gunicorn
+# still passes X-Forwarded-Proto on from anyone. Never "*" unless only the proxy can connect.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1,::1"
 
 # Our longest URL is a document list with its filters (a keyword of up to 100 characters,
