@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -87,10 +88,17 @@ DEMO_MODE = env_bool("DEMO_MODE", False)
 
 # Core
 DEBUG = env_bool("DEBUG", DEMO_MODE)
+# Schema tools sign nothing and serve nothing, so `manage.py makemigrations --check` runs
+# without a secret (as checks on a bare checkout do). Everything else still needs one.
+_KEYLESS_COMMANDS = {"makemigrations", "showmigrations"}
+_command = sys.argv[1] if len(sys.argv) > 1 and Path(sys.argv[0]).name == "manage.py" else ""
+
 SECRET_KEY = env_secret("SECRET_KEY")
 if not SECRET_KEY:
     if DEMO_MODE:
         SECRET_KEY = _demo_secret_key(VAR_DIR / "demo-secret-key")
+    elif _command in _KEYLESS_COMMANDS:
+        SECRET_KEY = secrets.token_urlsafe(50)  # never used: these commands sign nothing
     elif not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off; see .env.example"

@@ -194,3 +194,23 @@ def test_request_urls_which_carry_nhs_numbers_are_not_logged():
 
     assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
     assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING
+
+
+def test_makemigrations_needs_no_secret_but_serving_commands_still_do(tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "VAR_DIR": str(tmp_path / "var")}
+
+    def manage(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    checked = manage("makemigrations", "--check", "--dry-run")
+    assert checked.returncode == 0, checked.stderr
+    assert "No changes detected" in checked.stdout
+    refused = manage("check")
+    assert refused.returncode != 0 and "SECRET_KEY" in refused.stderr
